@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every system package invp needs on Debian bookworm (run as root; idempotent).
+# OpenBLAS is the OpenMP build on purpose: Debian's reference BLAS makes kNN ~30x slower
+# and the pthread build oversubscribes the cores under FAISS's OpenMP (MEASUREMENTS.md).
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build pkg-config ccache
+  libtorch-dev libfaiss-dev
+  libopencv-dev
+  libhdf5-dev libcli11-dev libgtest-dev
+  libopenblas0-openmp libopenblas-openmp-dev
+  nlohmann-json3-dev zlib1g-dev libxxhash-dev
+  dataset-fashion-mnist
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The pthread OpenBLAS would win Debian's alternatives over the OpenMP one: refuse to run with it.
+if dpkg-query -W -f='${Status}' libopenblas0-pthread 2>/dev/null | grep -q 'ok installed'; then
+  echo "setup: warning: libopenblas0-pthread is installed and outranks libopenblas0-openmp;" \
+       "remove it (apt-get remove libopenblas0-pthread) for fast kNN" >&2
+fi
+echo "setup: all system packages present"

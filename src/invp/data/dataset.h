@@ -1,0 +1,51 @@
+// Datasets: a random-access view of an image collection.
+// Conventions: images are 8-bit, row-major HWC (interleaved channels), RGB order for
+// 3 channels; `channels` is 1 or 3. Labels are 0..C-1, or -1 when unknown. Indices are
+// 0..size()-1 in a stable source order. get() is thread-safe (loader workers call it).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace invp::data {
+
+struct Image {
+  int height = 0, width = 0, channels = 0;
+  std::vector<uint8_t> pixels;  // height * width * channels bytes, HWC
+  bool empty() const { return pixels.empty(); }
+};
+
+struct Sample {
+  int64_t index = 0;
+  Image image;
+  int32_t label = -1;
+  std::string path;  // file path, or "<file>#<index>" for items inside a container file
+};
+
+struct OpenOptions {
+  int channels = 0;      // 0 = the source's natural count (1 for IDX, 3 otherwise)
+  bool strict = false;   // first bad file throws instead of being skipped
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual size_t size() const = 0;
+  // Decodes item i. Throws invp::Error naming the file for a bad item.
+  virtual Sample get(size_t i) const = 0;
+  virtual int channels() const = 0;
+  // Label of item i without decoding (-1 if unlabelled).
+  virtual int32_t label(size_t i) const = 0;
+  // Category names indexed by label; empty if unknown.
+  virtual std::vector<std::string> class_names() const { return {}; }
+  // Short description of the format ("idx", "cifar10", "folder", "list").
+  virtual std::string kind() const = 0;
+};
+
+// Opens SOURCE, auto-detected: IDX file or directory (with ":train"/":test" suffix to pick
+// a split), CIFAR *.bin batches (file or directory), image folder, list file, "-" (stdin).
+// Throws invp::Error for a missing/unknown source or one that yields no image.
+std::shared_ptr<Dataset> open_dataset(const std::string& source, const OpenOptions& opts = {});
+
+}  // namespace invp::data

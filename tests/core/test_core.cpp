@@ -1,0 +1,89 @@
+#include <invp/core/atomic_file.h>
+#include <invp/core/error.h>
+#include <invp/core/hash.h>
+#include <invp/core/threads.h>
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <ATen/Parallel.h>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace {
+fs::path temp_dir(const std::string& name) {
+  auto d = fs::temp_directory_path() / ("invp_core_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+}  // namespace
+
+TEST(Error, FormatsFileProblemAndFix) {
+  invp::Error e("a.png", "cannot decode image", "is it an image?");
+  EXPECT_STREQ(e.what(), "a.png: cannot decode image (is it an image?)");
+  EXPECT_EQ(e.file(), "a.png");
+  EXPECT_STREQ(invp::Error("", "bad").what(), "bad");
+}
+
+TEST(Hash, Xxh3KnownValueAndFileAgreesWithBytes) {
+  // XXH3-128 of the empty input, from the xxHash reference test vectors.
+  EXPECT_EQ(invp::hash_string(""), "99aa06d3014798d86001c324468d497f");
+  EXPECT_NE(invp::hash_string("a"), invp::hash_string("b"));
+  auto d = temp_dir("hash");
+  std::string big(3 << 20, 'x');  // spans several read chunks
+  big[12345] = 'y';
+  std::ofstream(d / "f", std::ios::binary) << big;
+  EXPECT_EQ(invp::hash_file((d / "f").string()), invp::hash_string(big));
+  EXPECT_THROW(invp::hash_file((d / "missing").string()), invp::Error);
+  fs::remove_all(d);
+}
+
+TEST(AtomicFile, ReplacesOnlyOnSuccess) {
+  auto d = temp_dir("atomic");
+  auto p = (d / "out.txt").string();
+  invp::write_file_atomically(p, "good");
+  EXPECT_EQ(slurp(p), "good");
+  EXPECT_THROW(invp::write_atomically(p,
+                                      [](const std::string& tmp) {
+                                        std::ofstream(tmp) << "partial";
+                                        throw invp::Error(tmp, "simulated failure");
+                                      }),
+               invp::Error);
+  EXPECT_EQ(slurp(p), "good");  // the good file survives
+  int files = 0;
+  for (auto& e : fs::directory_iterator(d)) (void)e, ++files;
+  EXPECT_EQ(files, 1);  // no temp file left behind
+  // Writing into a missing directory is a clear error, not a crash.
+  EXPECT_THROW(invp::write_file_atomically((d / "no/such/x").string(), "x"), invp::Error);
+  fs::remove_all(d);
+}
+
+TEST(Threads, BudgetAppliesToTorchAndOpenMP) {
+  invp::apply_thread_budget(1);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  EXPECT_EQ(omp_get_max_threads(), 1);
+  invp::apply_thread_budget(2);
+  EXPECT_EQ(at::get_num_threads(), 2);
+  EXPECT_EQ(omp_get_max_threads(), 2);
+  EXPECT_EQ(invp::thread_budget(), 2);
+  EXPECT_NE(invp::thread_report().find("budget 2"), std::string::npos);
+}
+
+TEST(Threads, ResolveOrder) {
+  ::setenv("INVP_THREADS", "3", 1);
+  EXPECT_EQ(invp::resolve_thread_budget(5), 5);  // flag wins
+  EXPECT_EQ(invp::resolve_thread_budget(0), 3);  // then the env twin
+  ::unsetenv("INVP_THREADS");
+  EXPECT_GE(invp::resolve_thread_budget(0), 1);  // then the cores
+}
