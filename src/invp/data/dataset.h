@@ -4,6 +4,7 @@
 // 0..size()-1 in a stable source order. get() is thread-safe (loader workers call it).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,5 +48,13 @@ class Dataset {
 // a split), CIFAR *.bin batches (file or directory), image folder, list file, "-" (stdin).
 // Throws invp::Error for a missing/unknown source or one that yields no image.
 std::shared_ptr<Dataset> open_dataset(const std::string& source, const OpenOptions& opts = {});
+
+// What scan_dataset() (scan.h) found after decoding every item.
+struct ScanReport {
+  size_t ok = 0, bad = 0;
+  std::vector<std::string> bad_messages;         // one per bad item, in index order
+  std::map<int32_t, size_t> label_counts;        // label -> items (good items only)
+  std::map<std::pair<int, int>, size_t> sizes;   // (height, width) -> items
+};
 
 }  // namespace invp::data

@@ -1,0 +1,123 @@
+#include "invp/data/decode.h"
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <iterator>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "invp/core/error.h"
+
+namespace invp::data {
+namespace {
+
+// Composites an 8-bit image with alpha in its last channel over white, so transparent
+// pixels become white (the usual viewer rendering) rather than whatever colour they hide.
+cv::Mat over_white(const cv::Mat& src) {
+  const int c = src.channels() - 1;  // colour channels: 1 (grey+alpha) or 3 (BGRA)
+  cv::Mat out(src.rows, src.cols, CV_8UC(c));
+  for (int y = 0; y < src.rows; ++y) {
+    const uint8_t* s = src.ptr<uint8_t>(y);
+    uint8_t* d = out.ptr<uint8_t>(y);
+    for (int x = 0; x < src.cols; ++x, s += c + 1, d += c) {
+      const int a = s[c];
+      for (int k = 0; k < c; ++k) d[k] = static_cast<uint8_t>((s[k] * a + 255 * (255 - a) + 127) / 255);
+    }
+  }
+  return out;
+}
+
+Image from_mat(const cv::Mat& m) {
+  cv::Mat c = m.isContinuous() ? m : m.clone();
+  return to_image(c.ptr<uint8_t>(), c.rows, c.cols, c.channels());
+}
+
+}  // namespace
+
+Image to_image(const uint8_t* hwc, int height, int width, int channels) {
+  Image img;
+  img.height = height;
+  img.width = width;
+  img.channels = channels;
+  img.pixels.assign(hwc, hwc + static_cast<size_t>(height) * width * channels);
+  return img;
+}
+
+Image convert_channels(Image img, int channels) {
+  if (channels <= 0 || img.channels == channels || img.empty()) return img;
+  cv::Mat src(img.height, img.width, CV_8UC(img.channels), img.pixels.data());
+  cv::Mat dst;
+  if (img.channels == 1 && channels == 3) cv::cvtColor(src, dst, cv::COLOR_GRAY2RGB);
+  else if (img.channels == 3 && channels == 1) cv::cvtColor(src, dst, cv::COLOR_RGB2GRAY);
+  else throw Error("", "unsupported channel conversion " + std::to_string(img.channels) +
+                           " -> " + std::to_string(channels));
+  return from_mat(dst);
+}
+
+Image decode_image(const std::vector<uint8_t>& bytes, int channels,
+                   const std::string& path_for_errors) {
+  const std::string problem = "cannot decode image";
+  if (bytes.empty()) throw Error(path_for_errors, problem, "the file is empty");
+  cv::Mat m;
+  try {
+    const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8U,
+                      const_cast<uint8_t*>(bytes.data()));
+    m = cv::imdecode(buf, cv::IMREAD_UNCHANGED);  // keep alpha and 16-bit to handle below
+  } catch (const cv::Exception& e) {
+    throw Error(path_for_errors, problem, e.what());
+  }
+  if (m.empty() || m.dims != 2)
+    throw Error(path_for_errors, problem, "not a supported image, or the file is truncated");
+  try {
+    if (m.depth() == CV_16U) {
+      m.convertTo(m, CV_8U, 255.0 / 65535.0);
+    } else if (m.depth() == CV_32F || m.depth() == CV_64F) {
+      m.convertTo(m, CV_8U, 255.0);  // float TIFFs are conventionally 0..1
+    } else if (m.depth() != CV_8U) {
+      cv::normalize(m, m, 0, 255, cv::NORM_MINMAX, CV_8U);  // signed: no common convention
+    }
+    cv::Mat rgb;
+    switch (m.channels()) {
+      case 1: rgb = m; break;
+      case 2: rgb = over_white(m); break;
+      case 3: cv::cvtColor(m, rgb, cv::COLOR_BGR2RGB); break;
+      case 4: cv::cvtColor(over_white(m), rgb, cv::COLOR_BGR2RGB); break;
+      default:
+        throw Error(path_for_errors, problem,
+                    "unsupported channel count " + std::to_string(m.channels()));
+    }
+    return convert_channels(from_mat(rgb), channels <= 0 ? 3 : channels);
+  } catch (const cv::Exception& e) {
+    throw Error(path_for_errors, problem, e.what());
+  }
+}
+
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path, "cannot read file", "check that it exists and is readable");
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(path, "cannot read file", "I/O error");
+  return bytes;
+}
+
+Image read_image_file(const std::string& path, int channels) {
+  return decode_image(read_file_bytes(path), channels, path);
+}
+
+bool has_image_extension(const std::string& path) {
+  const auto dot = path.find_last_of('.');
+  if (dot == std::string::npos || path.find_first_of('/', dot) != std::string::npos)
+    return false;
+  std::string ext = path.substr(dot + 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  static const char* kExts[] = {"jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp",
+                                "pgm", "ppm", "pbm"};
+  return std::any_of(std::begin(kExts), std::end(kExts),
+                     [&](const char* e) { return ext == e; });
+}
+
+}  // namespace invp::data

@@ -1,0 +1,378 @@
+// Readers: fixtures are written in the official formats into a fresh temp directory.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <random>
+
+#include "invp/core/error.h"
+#include "invp/data/dataset.h"
+#include "invp/data/decode.h"
+#include "invp/data/scan.h"
+
+namespace fs = std::filesystem;
+using namespace invp::data;
+using Bytes = std::vector<uint8_t>;
+
+namespace {
+
+struct TmpDir {
+  fs::path dir;
+  TmpDir() {
+    std::random_device rd;
+    dir = fs::temp_directory_path() / ("invp_readers_" + std::to_string(rd()) + "_" +
+                                       std::to_string(::getpid()));
+    fs::create_directories(dir);
+  }
+  ~TmpDir() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  std::string operator/(const std::string& rel) const {
+    const fs::path p = dir / rel;
+    fs::create_directories(p.parent_path());
+    return p.string();
+  }
+};
+
+void write_file(const std::string& path, const Bytes& b) {
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), b.size());
+}
+void write_text(const std::string& path, const std::string& s) { std::ofstream(path) << s; }
+void write_gz(const std::string& path, const Bytes& b) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  gzwrite(f, b.data(), static_cast<unsigned>(b.size()));
+  gzclose(f);
+}
+void put32(Bytes& b, uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(v >> s));
+}
+uint8_t idx_pixel(size_t i, size_t p) { return static_cast<uint8_t>((i * 7 + p) % 256); }
+
+Bytes idx_images(uint32_t n, uint32_t h, uint32_t w, uint32_t claimed_n = 0) {
+  Bytes b = {0, 0, 8, 3};
+  put32(b, claimed_n ? claimed_n : n);
+  put32(b, h);
+  put32(b, w);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t p = 0; p < h * w; ++p) b.push_back(idx_pixel(i, p));
+  return b;
+}
+Bytes idx_labels(uint32_t n) {
+  Bytes b = {0, 0, 8, 1};
+  put32(b, n);
+  for (size_t i = 0; i < n; ++i) b.push_back(static_cast<uint8_t>((i * 3) % 10));
+  return b;
+}
+
+// Minimal PNG writer for colour types OpenCV's encoder cannot produce (grey+alpha, palette).
+Bytes png(int w, int h, uint8_t color_type, const Bytes& rows_no_filter, const Bytes& plte = {}) {
+  Bytes out = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  auto chunk = [&](const char* type, const Bytes& data) {
+    put32(out, static_cast<uint32_t>(data.size()));
+    Bytes td(type, type + 4);
+    td.insert(td.end(), data.begin(), data.end());
+    out.insert(out.end(), td.begin(), td.end());
+    put32(out, static_cast<uint32_t>(crc32(0, td.data(), static_cast<uInt>(td.size()))));
+  };
+  Bytes ihdr;
+  put32(ihdr, w);
+  put32(ihdr, h);
+  ihdr.insert(ihdr.end(), {8, color_type, 0, 0, 0});
+  chunk("IHDR", ihdr);
+  if (!plte.empty()) chunk("PLTE", plte);
+  const size_t stride = rows_no_filter.size() / h;
+  Bytes raw;
+  for (int y = 0; y < h; ++y) {
+    raw.push_back(0);  // filter: none
+    raw.insert(raw.end(), rows_no_filter.begin() + y * stride,
+               rows_no_filter.begin() + (y + 1) * stride);
+  }
+  uLongf len = compressBound(raw.size());
+  Bytes z(len);
+  compress(z.data(), &len, raw.data(), raw.size());
+  z.resize(len);
+  chunk("IDAT", z);
+  chunk("IEND", {});
+  return out;
+}
+
+void expect_error(const std::function<void()>& f, const std::string& file,
+                  const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << "expected invp::Error: " << what;
+  } catch (const invp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(Idx, RawDirectoryPixelsLabelsPaths) {
+  TmpDir t;
+  const auto img = t / "mnist/train-images-idx3-ubyte";
+  write_file(img, idx_images(5, 4, 3));
+  write_file(t / "mnist/train-labels-idx1-ubyte", idx_labels(5));
+  auto ds = open_dataset((t.dir / "mnist").string());
+  ASSERT_EQ(ds->size(), 5u);
+  EXPECT_EQ(ds->kind(), "idx");
+  EXPECT_EQ(ds->channels(), 1);
+  EXPECT_EQ(ds->class_names().at(3), "3");
+  const Sample s = ds->get(2);
+  EXPECT_EQ(s.image.height, 4);
+  EXPECT_EQ(s.image.width, 3);
+  EXPECT_EQ(s.image.channels, 1);
+  for (size_t p = 0; p < 12; ++p) EXPECT_EQ(s.image.pixels[p], idx_pixel(2, p));
+  EXPECT_EQ(s.label, 6);
+  EXPECT_EQ(ds->label(4), 2);
+  EXPECT_EQ(s.path, img + "#2");
+  // channels=3 replicates the grey value.
+  auto rgb = open_dataset(img, {3});
+  const Sample c = rgb->get(1);
+  ASSERT_EQ(c.image.channels, 3);
+  EXPECT_EQ(c.image.pixels[3 * 5 + 2], idx_pixel(1, 5));
+  EXPECT_EQ(c.image.pixels[3 * 5 + 0], idx_pixel(1, 5));
+}
+
+TEST(Idx, GzipTestSplitAndFashionNames) {
+  TmpDir t;
+  write_gz(t / "fashion/t10k-images-idx3-ubyte.gz", idx_images(3, 2, 2));
+  write_gz(t / "fashion/t10k-labels-idx1-ubyte.gz", idx_labels(3));
+  write_gz(t / "fashion/train-images-idx3-ubyte.gz", idx_images(7, 2, 2));
+  auto test = open_dataset((t.dir / "fashion").string() + ":test");
+  ASSERT_EQ(test->size(), 3u);
+  EXPECT_EQ(test->get(1).image.pixels[3], idx_pixel(1, 3));
+  EXPECT_EQ(test->label(1), 3);
+  EXPECT_EQ(test->class_names().at(9), "Ankle boot");
+  auto train = open_dataset((t.dir / "fashion").string());
+  EXPECT_EQ(train->size(), 7u);
+  EXPECT_EQ(train->label(0), -1);  // no labels file for train
+  EXPECT_TRUE(train->class_names().empty());
+}
+
+TEST(Idx, SizeMismatchNamesTheFile) {
+  TmpDir t;
+  const auto img = t / "train-images-idx3-ubyte";
+  write_file(img, idx_images(4, 2, 2, /*claimed_n=*/5));
+  expect_error([&] { open_dataset(img); }, img, "does not match");
+  const auto img2 = t / "b/train-images-idx3-ubyte";
+  write_file(img2, idx_images(4, 2, 2));
+  write_file(t / "b/train-labels-idx1-ubyte", idx_labels(3));
+  expect_error([&] { open_dataset(img2); }, "train-labels-idx1-ubyte", "label count");
+}
+
+namespace {
+// Record i: R plane = p % 256, G plane = 100 + i, B plane = 255 - p % 256.
+Bytes cifar(int n, bool hundred) {
+  Bytes b;
+  for (int i = 0; i < n; ++i) {
+    if (hundred) b.push_back(static_cast<uint8_t>(i % 20));
+    b.push_back(static_cast<uint8_t>(hundred ? 40 + i : i));
+    for (int p = 0; p < 1024; ++p) b.push_back(static_cast<uint8_t>(p % 256));
+    for (int p = 0; p < 1024; ++p) b.push_back(static_cast<uint8_t>(100 + i));
+    for (int p = 0; p < 1024; ++p) b.push_back(static_cast<uint8_t>(255 - p % 256));
+  }
+  return b;
+}
+void expect_cifar_pixels(const Sample& s, int i) {
+  ASSERT_EQ(s.image.height, 32);
+  ASSERT_EQ(s.image.width, 32);
+  ASSERT_EQ(s.image.channels, 3);
+  for (int p : {0, 1, 33, 300, 1023}) {
+    EXPECT_EQ(s.image.pixels[p * 3 + 0], p % 256);
+    EXPECT_EQ(s.image.pixels[p * 3 + 1], 100 + i);
+    EXPECT_EQ(s.image.pixels[p * 3 + 2], 255 - p % 256);
+  }
+}
+}  // namespace
+
+TEST(Cifar, Cifar10FileAndDirectorySplits) {
+  TmpDir t;
+  const auto b1 = t / "c10/data_batch_1.bin";
+  write_file(b1, cifar(2, false));
+  write_file(t / "c10/data_batch_2.bin", cifar(3, false));
+  write_file(t / "c10/test_batch.bin", cifar(1, false));
+  auto one = open_dataset(b1);
+  EXPECT_EQ(one->kind(), "cifar10");
+  ASSERT_EQ(one->size(), 2u);
+  expect_cifar_pixels(one->get(1), 1);
+  EXPECT_EQ(one->get(1).label, 1);
+  EXPECT_EQ(one->get(1).path, b1 + "#1");
+  EXPECT_EQ(one->class_names().at(0), "airplane");
+  auto train = open_dataset((t.dir / "c10").string());
+  EXPECT_EQ(train->size(), 5u);
+  expect_cifar_pixels(train->get(4), 2);  // third record of data_batch_2
+  auto test = open_dataset((t.dir / "c10").string() + ":test");
+  EXPECT_EQ(test->size(), 1u);
+  auto grey = open_dataset(b1, {1});
+  EXPECT_EQ(grey->get(0).image.channels, 1);
+}
+
+TEST(Cifar, Cifar100UsesFineLabel) {
+  TmpDir t;
+  const auto f = t / "c100/train.bin";
+  write_file(f, cifar(3, true));
+  auto ds = open_dataset(f);
+  EXPECT_EQ(ds->kind(), "cifar100");
+  ASSERT_EQ(ds->size(), 3u);
+  EXPECT_EQ(ds->label(2), 42);
+  expect_cifar_pixels(ds->get(2), 2);
+  const auto bad = t / "odd.bin";
+  write_file(bad, Bytes(1000, 1));
+  expect_error([&] { open_dataset(bad); }, bad, "not a CIFAR");
+}
+
+TEST(Folder, LabelledBySubdirectory) {
+  TmpDir t;
+  cv::Mat red(5, 4, CV_8UC3, cv::Scalar(0, 0, 255));  // BGR
+  cv::imwrite(t / "f/dog/sub/b.png", red);
+  cv::imwrite(t / "f/cat/a.png", red);
+  cv::imwrite(t / "f/cat/c.JPG", red);
+  write_text(t / "f/cat/notes.txt", "not an image");
+  auto ds = open_dataset((t.dir / "f").string());
+  EXPECT_EQ(ds->kind(), "folder");
+  ASSERT_EQ(ds->size(), 3u);
+  EXPECT_EQ(ds->class_names(), (std::vector<std::string>{"cat", "dog"}));
+  EXPECT_EQ(ds->label(0), 0);
+  EXPECT_EQ(ds->label(1), 0);
+  EXPECT_EQ(ds->label(2), 1);
+  const Sample s = ds->get(0);
+  EXPECT_EQ(fs::path(s.path).filename(), "a.png");
+  ASSERT_EQ(s.image.channels, 3);
+  EXPECT_EQ(s.image.height, 5);
+  EXPECT_EQ(s.image.pixels[0], 255);  // RGB order
+  EXPECT_EQ(s.image.pixels[2], 0);
+}
+
+TEST(Folder, FlatIsUnlabelledAndDecodesEveryKind) {
+  TmpDir t;
+  cv::Mat bgr(3, 3, CV_8UC3, cv::Scalar(10, 20, 30));
+  cv::imwrite(t / "flat/a.png", bgr);
+  cv::imwrite(t / "flat/b.jpg", bgr);
+  cv::Mat deep(2, 2, CV_16UC1, cv::Scalar(65535));
+  deep.at<uint16_t>(0, 1) = 32896;  // 128 * 257
+  cv::imwrite(t / "flat/c16.png", deep);
+  cv::Mat rgba(2, 2, CV_8UC4, cv::Scalar(0, 0, 0, 255));
+  rgba.at<cv::Vec4b>(1, 1) = cv::Vec4b(0, 0, 0, 0);  // transparent black -> white
+  cv::imwrite(t / "flat/d_rgba.png", rgba);
+  write_file(t / "flat/e_ga.png", png(2, 1, 4, {50, 255, 0, 0}));  // grey+alpha
+  write_file(t / "flat/f_pal.png", png(2, 1, 3, {0, 1}, {255, 0, 0, 0, 0, 255}));
+  cv::imwrite(t / "flat/sub/g.png", bgr);
+  auto ds = open_dataset((t.dir / "flat").string());
+  ASSERT_EQ(ds->size(), 7u);
+  for (size_t i = 0; i < ds->size(); ++i) EXPECT_EQ(ds->label(i), -1);
+  EXPECT_TRUE(ds->class_names().empty());
+  const Image a = ds->get(0).image;
+  EXPECT_EQ(a.pixels[0], 30);
+  EXPECT_EQ(a.pixels[2], 10);
+  EXPECT_NEAR(ds->get(1).image.pixels[0], 30, 4);  // jpeg
+  const Image c = ds->get(2).image;
+  ASSERT_EQ(c.channels, 3);
+  EXPECT_EQ(c.pixels[0], 255);
+  EXPECT_EQ(c.pixels[3], 128);
+  const Image d = ds->get(3).image;
+  EXPECT_EQ(d.pixels[0], 0);
+  EXPECT_EQ(d.pixels[3 * 3 + 0], 255);
+  EXPECT_EQ(d.pixels[3 * 3 + 2], 255);
+  const Image e = ds->get(4).image;
+  EXPECT_EQ(e.pixels[0], 50);
+  EXPECT_EQ(e.pixels[3], 255);
+  const Image f = ds->get(5).image;
+  EXPECT_EQ(f.pixels[0], 255);  // palette entry 0 = red
+  EXPECT_EQ(f.pixels[5], 255);  // palette entry 1 = blue
+  EXPECT_EQ(f.pixels[3], 0);
+  EXPECT_EQ(read_image_file(t / "flat/a.png", 1).channels, 1);
+}
+
+TEST(List, WithAndWithoutLabels) {
+  TmpDir t;
+  cv::Mat m(2, 2, CV_8UC3, cv::Scalar(1, 2, 3));
+  cv::imwrite(t / "l/img/x.png", m);
+  cv::imwrite(t / "l/img/y,1.png", m);
+  const std::string abs = t / "abs/z.png";
+  cv::imwrite(abs, m);
+  write_text(t / "l/labels.csv", "# comment\n\nimg/x.png,2\n  img/y,1.png , 0 \n" + abs + ",1\n");
+  auto ds = open_dataset(t / "l/labels.csv");
+  EXPECT_EQ(ds->kind(), "list");
+  ASSERT_EQ(ds->size(), 3u);
+  EXPECT_EQ(ds->label(0), 2);
+  EXPECT_EQ(ds->label(1), 0);
+  EXPECT_EQ(ds->label(2), 1);
+  EXPECT_EQ(ds->get(1).image.pixels[0], 3);
+  EXPECT_EQ(ds->get(2).path, abs);
+  write_text(t / "l/plain.txt", "img/x.png\nimg/y,1.png\n");
+  auto plain = open_dataset(t / "l/plain.txt");
+  ASSERT_EQ(plain->size(), 2u);
+  EXPECT_EQ(plain->label(0), -1);
+  EXPECT_EQ(plain->get(1).image.width, 2);  // "y,1.png" kept whole: no number after comma
+}
+
+TEST(BadFiles, ScanCountsAndStrictThrows) {
+  TmpDir t;
+  cv::Mat m(8, 8, CV_8UC3, cv::Scalar(9, 9, 9));
+  cv::imwrite(t / "bad/a_good.png", m);
+  std::vector<uchar> enc;
+  cv::imencode(".png", cv::Mat(64, 64, CV_8UC3, cv::Scalar(1, 2, 3)), enc);
+  write_file(t / "bad/b_trunc.png", Bytes(enc.begin(), enc.begin() + enc.size() / 2));
+  write_file(t / "bad/c_empty.jpg", {});
+  write_text(t / "bad/d_text.jpg", "hello, I am not a JPEG\n");
+  auto ds = open_dataset((t.dir / "bad").string());
+  ASSERT_EQ(ds->size(), 4u);
+  expect_error([&] { ds->get(2); }, "c_empty.jpg", "cannot decode image");
+  expect_error([&] { ds->get(3); }, "d_text.jpg", "cannot decode image");
+  const ScanReport r = scan_dataset(*ds, false, 2);
+  EXPECT_EQ(r.ok, 1u);
+  EXPECT_EQ(r.bad, 3u);
+  ASSERT_EQ(r.bad_messages.size(), 3u);
+  EXPECT_NE(r.bad_messages[0].find("b_trunc.png"), std::string::npos);
+  EXPECT_EQ(r.label_counts.at(-1), 1u);
+  EXPECT_EQ(r.sizes.at({8, 8}), 1u);
+  expect_error([&] { scan_dataset(*ds, true); }, "b_trunc.png", "cannot decode image");
+}
+
+TEST(Open, MissingAndEmptySources) {
+  TmpDir t;
+  expect_error([&] { open_dataset((t.dir / "nope").string()); }, "nope",
+               "no such file or directory");
+  fs::create_directories(t.dir / "empty/sub");
+  write_text(t / "empty/readme.txt", "x");
+  expect_error([&] { open_dataset((t.dir / "empty").string()); }, "empty", "no images found");
+  write_text(t / "blank.txt", "# nothing\n\n");
+  expect_error([&] { open_dataset(t / "blank.txt"); }, "blank.txt", "no images found");
+}
+
+TEST(RealData, FashionMnist) {
+  const std::string dir = "/usr/share/datasets/fashion-mnist";
+  if (!fs::exists(dir + "/train-images-idx3-ubyte.gz") &&
+      !fs::exists(dir + "/train-images-idx3-ubyte"))
+    GTEST_SKIP() << dir << " not installed";
+  auto train = open_dataset(dir);
+  EXPECT_EQ(train->size(), 60000u);
+  auto test = open_dataset(dir + ":test");
+  ASSERT_EQ(test->size(), 10000u);
+  std::vector<size_t> counts(10);
+  for (size_t i = 0; i < test->size(); ++i) {
+    const int32_t l = test->label(i);
+    ASSERT_GE(l, 0);
+    ASSERT_LE(l, 9);
+    ++counts[l];
+  }
+  for (size_t c : counts) EXPECT_EQ(c, 1000u);
+  for (size_t i : {size_t(0), size_t(59999)}) {
+    const int32_t l = train->label(i);
+    EXPECT_TRUE(l >= 0 && l <= 9);
+  }
+  const Sample s = train->get(0);
+  EXPECT_EQ(s.image.height, 28);
+  EXPECT_EQ(s.image.width, 28);
+  EXPECT_EQ(s.image.channels, 1);
+  EXPECT_EQ(train->class_names().size(), 10u);
+}
