@@ -1,0 +1,115 @@
+#include <invp/core/error.h>
+#include <invp/graph/knn_graph.h>
+#include <invp/index/exact_knn.h>
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace invp::graph {
+namespace {
+
+void check_ids(const at::Tensor& ids, int64_t n, const char* what) {
+  if (ids.numel() == 0) return;
+  const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+  if (lo < 0 || hi >= n)
+    throw Error("", std::string("kNN graph: ") + what + " contain ids outside [0, " +
+                        std::to_string(n) + "): min " + std::to_string(lo) + ", max " +
+                        std::to_string(hi));
+}
+
+}  // namespace
+
+KnnGraph KnnGraph::build(const at::Tensor& bank, int k, int64_t tile_rows) {
+  if (!bank.defined() || bank.dim() != 2)
+    throw Error("", "kNN graph: the bank must be a 2-D N×D tensor");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto nn = index::knn_inner_product(bank, bank, k, /*exclude_self=*/true, tile_rows);
+  KnnGraph g;
+  g.neighbors = nn.indices;
+  g.similarities = nn.similarities;
+  g.build_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return g;
+}
+
+KnnGraph KnnGraph::zeros(int64_t n, int k) {
+  if (n < 1 || k < 1)
+    throw Error("", "kNN graph: zeros needs n ≥ 1 and k ≥ 1, got n=" + std::to_string(n) +
+                        ", k=" + std::to_string(k));
+  KnnGraph g;
+  g.neighbors = at::zeros({n, k}, at::kLong);
+  return g;
+}
+
+void KnnGraph::update_rows(const at::Tensor& rows, const at::Tensor& new_neighbors,
+                           const at::Tensor& sims) {
+  if (!neighbors.defined()) throw Error("", "kNN graph: update_rows on an empty graph");
+  const int64_t n = num_nodes(), kk = k();
+  if (!rows.defined() || rows.dim() != 1 || rows.scalar_type() != at::kLong)
+    throw Error("", "kNN graph: update rows must be a 1-D int64 tensor");
+  if (!new_neighbors.defined() || new_neighbors.dim() != 2 ||
+      new_neighbors.size(0) != rows.size(0) || new_neighbors.size(1) != kk ||
+      new_neighbors.scalar_type() != at::kLong)
+    throw Error("", "kNN graph: update neighbours must be int64 of shape " +
+                        std::to_string(rows.size(0)) + "×" + std::to_string(kk));
+  check_ids(rows, n, "update rows");
+  check_ids(new_neighbors, n, "update neighbours");
+  neighbors.index_copy_(0, rows.to(at::kCPU), new_neighbors.to(at::kCPU));
+  if (similarities.defined() && sims.defined()) {
+    if (sims.sizes() != new_neighbors.sizes())
+      throw Error("", "kNN graph: update similarities must match the neighbours' shape");
+    similarities.index_copy_(0, rows.to(at::kCPU), sims.to(at::kCPU, at::kFloat));
+  } else {
+    similarities = at::Tensor();  // stale for the updated rows: better unknown than wrong
+  }
+}
+
+GraphStats KnnGraph::stats(const at::Tensor& labels) const {
+  GraphStats s;
+  s.build_seconds = build_seconds;
+  if (!neighbors.defined() || neighbors.numel() == 0) {
+    s.mean_similarity = std::numeric_limits<double>::quiet_NaN();
+    return s;
+  }
+  const int64_t n = num_nodes(), kk = k();
+  s.mean_similarity = similarities.defined() ? similarities.to(at::kDouble).mean().item<double>()
+                                             : std::numeric_limits<double>::quiet_NaN();
+  auto nb_t = neighbors.to(at::kCPU).contiguous();
+  check_ids(nb_t, n, "neighbours");
+  const int64_t* nb = nb_t.data_ptr<int64_t>();
+  // Scan j's row for i: O(k) per edge, no N×k×k intermediate (k can be 200 for monitors).
+  int64_t mutual = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t a = 0; a < kk; ++a) {
+      const int64_t* row = nb + nb[i * kk + a] * kk;
+      for (int64_t b = 0; b < kk; ++b)
+        if (row[b] == i) { ++mutual; break; }
+    }
+  s.mutual_share = double(mutual) / double(n * kk);
+
+  if (labels.defined()) {
+    if (labels.dim() != 1 || labels.size(0) != n)
+      throw Error("", "kNN graph stats: labels must have " + std::to_string(n) +
+                          " entries, got shape " + std::to_string(labels.numel()));
+    auto lab_t = labels.to(at::kCPU, at::kLong).contiguous();
+    const int64_t* lab = lab_t.data_ptr<int64_t>();
+    int64_t same = 0, known = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (lab[i] < 0) continue;
+      for (int64_t a = 0; a < kk; ++a) {
+        const int64_t lj = lab[nb[i * kk + a]];
+        if (lj < 0) continue;
+        ++known;
+        same += lj == lab[i];
+      }
+    }
+    if (known > 0) s.same_label_share = double(same) / double(known);
+  }
+  return s;
+}
+
+}  // namespace invp::graph

@@ -1,0 +1,55 @@
+// The kNN graph over the memory bank used for positive discovery (ALGORITHM.md, "When and
+// how the graph is built"). Conventions:
+//   bank        N×D float32 contiguous CPU, rows L2-normalised (inner product = cosine);
+//   neighbors   N×k int64, row i = i's k most similar other rows, most similar first;
+//               directed (j ∈ row i does not imply i ∈ row j), self excluded;
+//   similarities N×k float32 matching `neighbors`, or undefined when unknown (online mode
+//               updates without similarities, or a graph started from zeros);
+//   labels      N int64, −1 = unknown (only used for diagnostics).
+// Two modes: `build` makes one consistent snapshot from the whole bank (this project's
+// design, once per epoch); `zeros` + `update_rows` is the reference's online refresh, where
+// every training step overwrites the batch's rows.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace invp::graph {
+
+struct GraphStats {
+  double build_seconds = 0;      // wall time of the last `build` (0 for online graphs)
+  double mean_similarity = 0;    // mean over all edges; NaN when similarities are unknown
+  double mutual_share = 0;       // share of edges i→j whose reverse j→i is also an edge
+  double same_label_share = -1;  // share of edges joining equal labels (both ≥ 0); −1 if
+                                 // no labels were given or no edge has two known labels
+};
+
+class KnnGraph {
+ public:
+  at::Tensor neighbors;     // N×k int64
+  at::Tensor similarities;  // N×k float32 or undefined
+  double build_seconds = 0;
+
+  // Exact kNN graph of the bank (self excluded) through index::knn_inner_product.
+  // Requires 1 ≤ k ≤ N−1; throws invp::Error otherwise.
+  static KnnGraph build(const at::Tensor& bank, int k, int64_t tile_rows = 4096);
+
+  // Online mode start: N×k zeros, as in the reference (meaningless until rows are refreshed;
+  // the reference only reads the graph after the warm-up epochs).
+  static KnnGraph zeros(int64_t n, int k);
+
+  int64_t num_nodes() const { return neighbors.defined() ? neighbors.size(0) : 0; }
+  int k() const { return neighbors.defined() ? int(neighbors.size(1)) : 0; }
+
+  // Online refresh: rows (B int64, in [0,N)) get new neighbour lists (B×k int64 in [0,N)).
+  // `sims` (B×k float) updates the similarities when both are known; updating without them
+  // drops the stored similarities, since they would no longer match the edges.
+  void update_rows(const at::Tensor& rows, const at::Tensor& new_neighbors,
+                   const at::Tensor& sims = at::Tensor());
+
+  // Diagnostics over all N·k edges; O(N·k²) time, O(1) extra memory. `labels` may be
+  // undefined. Throws invp::Error when labels do not have N entries.
+  GraphStats stats(const at::Tensor& labels = at::Tensor()) const;
+};
+
+}  // namespace invp::graph

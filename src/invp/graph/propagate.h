@@ -1,0 +1,27 @@
+// Positive discovery by propagation over the kNN graph (ALGORITHM.md, "Positive discovery
+// by propagation"). Conventions: anchors B int64 node ids in [0,N); result B×L int64,
+// row b = candidate positives of anchors[b], padded on the right with −1.
+//   Bfs    (default, the paper): every node at graph distance 1..depth from the anchor,
+//          each once, the anchor itself excluded, in BFS order (hop by hop, each hop in
+//          neighbour-list order). L = the longest row in the batch (≤ min(N−1, k+…+k^depth)).
+//          Cost per anchor: O(k · #nodes within distance depth−1) time; O(N) stamp memory
+//          per worker thread, reused across anchors (stamps avoid clearing it).
+//   Concat (reference parity): the hop lists concatenated without de-duplication,
+//          hop_1 = neighbors[a], hop_{t+1} = neighbors[hop_t] flattened; exactly
+//          L = k + k² + … + k^depth entries, duplicates and the anchor itself kept (no −1).
+//          Cost O(B·L) time and memory, pure tensor indexing.
+#pragma once
+#include <invp/graph/knn_graph.h>
+
+#include <ATen/core/Tensor.h>
+
+namespace invp::graph {
+
+enum class PropagationMode { Bfs, Concat };
+
+// Throws invp::Error for depth < 1, anchors that are not 1-D int64 ids in range, an empty
+// graph, or a Concat result larger than 2^31 entries.
+at::Tensor propagate(const KnnGraph& graph, const at::Tensor& anchors, int depth,
+                     PropagationMode mode = PropagationMode::Bfs);
+
+}  // namespace invp::graph

@@ -1,0 +1,175 @@
+#include <invp/core/error.h>
+#include <invp/graph/knn_graph.h>
+#include <invp/graph/propagate.h>
+#include <invp/index/exact_knn.h>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+#include <vector>
+
+using invp::graph::KnnGraph;
+using invp::graph::propagate;
+using invp::graph::PropagationMode;
+
+namespace {
+
+at::Tensor ids(std::vector<int64_t> v) { return at::tensor(v, at::kLong); }
+
+KnnGraph hand_graph(std::vector<int64_t> flat, int64_t k) {
+  KnnGraph g;
+  g.neighbors = ids(flat).view({int64_t(flat.size()) / k, k}).clone();
+  return g;
+}
+
+std::vector<int64_t> row(const at::Tensor& t, int64_t r) {
+  auto x = t[r].contiguous();
+  return std::vector<int64_t>(x.data_ptr<int64_t>(), x.data_ptr<int64_t>() + x.numel());
+}
+
+// 6 nodes, k=2; cycles back to 0 (1→0, 3→0) and a duplicate at hop 2 (3 via 1 and 2).
+KnnGraph six() { return hand_graph({1, 2, 0, 3, 3, 4, 5, 0, 5, 2, 3, 4}, 2); }
+
+at::Tensor normalised(int64_t n, int64_t d, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto x = at::randn({n, d}, gen, at::kFloat);
+  return (x / x.norm(2, {1}, true)).contiguous();
+}
+
+}  // namespace
+
+TEST(KnnGraph, BuildMatchesExactKnn) {
+  auto bank = normalised(120, 8, 11);
+  auto g = KnnGraph::build(bank, 4, /*tile_rows=*/17);
+  auto nn = invp::index::knn_inner_product(bank, bank, 4, true);
+  ASSERT_EQ(g.neighbors.sizes(), (at::IntArrayRef{120, 4}));
+  EXPECT_TRUE(g.neighbors.equal(nn.indices));
+  EXPECT_EQ(g.k(), 4);
+  EXPECT_EQ(g.num_nodes(), 120);
+  auto ar = at::arange(120, at::kLong).unsqueeze(1);
+  EXPECT_FALSE(g.neighbors.eq(ar).any().item<bool>()) << "self must be excluded";
+  auto s = g.stats();
+  EXPECT_GE(s.build_seconds, 0.0);
+  EXPECT_NEAR(s.mean_similarity, nn.similarities.mean().item<float>(), 1e-5);
+  EXPECT_EQ(s.same_label_share, -1.0);
+  EXPECT_GE(s.mutual_share, 0.0);
+  EXPECT_LE(s.mutual_share, 1.0);
+  EXPECT_THROW(KnnGraph::build(bank, 120), invp::Error);
+  EXPECT_THROW(KnnGraph::build(bank.flatten(), 2), invp::Error);
+}
+
+TEST(KnnGraph, StatsOnHandMadeGraph) {
+  // 0→{1,2} 1→{0,3} 2→{3,1} 3→{2,0}: reverse edges exist for 0↔1 and 2↔3 only → 4/8.
+  auto g = hand_graph({1, 2, 0, 3, 3, 1, 2, 0}, 2);
+  g.similarities = at::tensor({0.9f, 0.5f, 0.9f, 0.1f, 0.3f, 0.2f, 0.4f, 0.1f}).view({4, 2});
+  auto s = g.stats(ids({0, 0, 1, -1}));
+  EXPECT_DOUBLE_EQ(s.mutual_share, 0.5);
+  EXPECT_NEAR(s.mean_similarity, 3.4 / 8, 1e-6);
+  // Edges with two known labels: 0→1 same, 0→2 diff, 1→0 same, 2→1 diff → 2/4.
+  EXPECT_DOUBLE_EQ(s.same_label_share, 0.5);
+  EXPECT_DOUBLE_EQ(g.stats(ids({0, 1, 2, 3})).same_label_share, 0.0);
+  EXPECT_DOUBLE_EQ(g.stats(ids({7, 7, 7, 7})).same_label_share, 1.0);
+  EXPECT_DOUBLE_EQ(g.stats(ids({-1, -1, -1, -1})).same_label_share, -1.0);
+  EXPECT_THROW(g.stats(ids({0, 1})), invp::Error);
+  // Fully mutual graph: a 2-cycle pair and a 2-cycle pair.
+  EXPECT_DOUBLE_EQ(hand_graph({1, 0, 3, 2}, 1).stats().mutual_share, 1.0);
+}
+
+TEST(KnnGraph, OnlineModeUpdatesRows) {
+  auto g = KnnGraph::zeros(5, 2);
+  EXPECT_TRUE(g.neighbors.equal(at::zeros({5, 2}, at::kLong)));
+  EXPECT_TRUE(std::isnan(g.stats().mean_similarity));
+  g.update_rows(ids({1, 3}), ids({2, 4, 0, 1}).view({2, 2}));
+  EXPECT_EQ(row(g.neighbors, 1), (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(row(g.neighbors, 3), (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(row(g.neighbors, 0), (std::vector<int64_t>{0, 0}));
+  EXPECT_THROW(g.update_rows(ids({5}), ids({0, 1}).view({1, 2})), invp::Error);
+  EXPECT_THROW(g.update_rows(ids({1}), ids({0, 5}).view({1, 2})), invp::Error);
+  EXPECT_THROW(g.update_rows(ids({1}), ids({0, 1, 2}).view({1, 3})), invp::Error);
+  EXPECT_THROW(g.update_rows(ids({1, 2}), ids({0, 1}).view({1, 2})), invp::Error);
+  EXPECT_THROW(KnnGraph::zeros(0, 2), invp::Error);
+  EXPECT_THROW(KnnGraph::zeros(3, 0), invp::Error);
+
+  // A built graph keeps similarities only when updates bring them.
+  auto b = KnnGraph::build(normalised(10, 4, 3), 2);
+  b.update_rows(ids({0}), ids({1, 2}).view({1, 2}), at::tensor({0.5f, 0.25f}).view({1, 2}));
+  EXPECT_FLOAT_EQ(b.similarities[0][1].item<float>(), 0.25f);
+  b.update_rows(ids({0}), ids({1, 2}).view({1, 2}));
+  EXPECT_FALSE(b.similarities.defined());
+}
+
+TEST(Propagate, BfsHandMade) {
+  auto g = six();
+  EXPECT_EQ(row(propagate(g, ids({0}), 1, PropagationMode::Bfs), 0),
+            (std::vector<int64_t>{1, 2}));
+  // Hop 2 reaches 0 (anchor, dropped), 3 twice (kept once) and 4.
+  EXPECT_EQ(row(propagate(g, ids({0}), 2, PropagationMode::Bfs), 0),
+            (std::vector<int64_t>{1, 2, 3, 4}));
+  EXPECT_EQ(row(propagate(g, ids({0}), 3, PropagationMode::Bfs), 0),
+            (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  // Depth beyond the graph's reach: every other node once, never more.
+  EXPECT_EQ(row(propagate(g, ids({0}), 10), 0), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  // Batch rows of different lengths are padded with −1; anchor 4 is its own 2-hop node.
+  auto r = propagate(g, ids({0, 4}), 2, PropagationMode::Bfs);
+  ASSERT_EQ(r.sizes(), (at::IntArrayRef{2, 4}));
+  EXPECT_EQ(row(r, 1), (std::vector<int64_t>{5, 2, 3, -1}));
+  // Repeated anchors in one batch give identical rows.
+  auto rep = propagate(g, ids({2, 2}), 2);
+  EXPECT_TRUE(rep[0].equal(rep[1]));
+  EXPECT_EQ(propagate(g, ids({}), 2).size(0), 0);
+}
+
+TEST(Propagate, ConcatHandMade) {
+  auto g = six();
+  auto r2 = propagate(g, ids({0}), 2, PropagationMode::Concat);
+  // hop1 = [1,2], hop2 = nb[1] ++ nb[2] = [0,3,3,4]: anchor 0 and duplicate 3 are kept.
+  EXPECT_EQ(row(r2, 0), (std::vector<int64_t>{1, 2, 0, 3, 3, 4}));
+  auto r3 = propagate(g, ids({0, 5}), 3, PropagationMode::Concat);
+  ASSERT_EQ(r3.sizes(), (at::IntArrayRef{2, 2 + 4 + 8}));
+  EXPECT_EQ(row(r3, 0), (std::vector<int64_t>{1, 2, 0, 3, 3, 4, 1, 2, 5, 0, 5, 0, 5, 2}));
+  EXPECT_EQ(row(propagate(g, ids({5}), 1, PropagationMode::Concat), 0),
+            (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(propagate(g, ids({}), 3, PropagationMode::Concat).sizes(),
+            (at::IntArrayRef{0, 14}));
+}
+
+TEST(Propagate, RandomGraphLengthsAndBfsOracle) {
+  auto g = KnnGraph::build(normalised(50, 6, 21), 4);
+  auto anchors = at::arange(50, at::kLong);
+  auto c = propagate(g, anchors, 3, PropagationMode::Concat);
+  EXPECT_EQ(c.sizes(), (at::IntArrayRef{50, 4 + 16 + 64}));  // 84, as in ALGORITHM.md
+  EXPECT_FALSE(c.lt(0).any().item<bool>());
+  auto b = propagate(g, anchors, 3, PropagationMode::Bfs);
+  for (int64_t a = 0; a < 50; ++a) {
+    // Oracle: the distinct ids among the concat row, anchor removed, = BFS within depth.
+    std::set<int64_t> want;
+    for (int64_t v : row(c, a))
+      if (v != a) want.insert(v);
+    std::vector<int64_t> got;
+    for (int64_t v : row(b, a))
+      if (v >= 0) got.push_back(v);
+    EXPECT_EQ(std::set<int64_t>(got.begin(), got.end()), want) << "anchor " << a;
+    EXPECT_EQ(got.size(), want.size()) << "BFS must not repeat nodes";
+    // Hop 1 comes first, in neighbour order.
+    EXPECT_EQ(std::vector<int64_t>(got.begin(), got.begin() + 4), row(g.neighbors, a));
+  }
+}
+
+TEST(Propagate, InvalidInputsThrow) {
+  auto g = six();
+  for (auto m : {PropagationMode::Bfs, PropagationMode::Concat}) {
+    EXPECT_THROW(propagate(g, ids({0}), 0, m), invp::Error);
+    EXPECT_THROW(propagate(g, ids({6}), 1, m), invp::Error);
+    EXPECT_THROW(propagate(g, ids({-1}), 1, m), invp::Error);
+    EXPECT_THROW(propagate(g, ids({0, 1}).view({1, 2}), 1, m), invp::Error);
+    EXPECT_THROW(propagate(g, at::tensor({0.0f}), 1, m), invp::Error);
+    EXPECT_THROW(propagate(KnnGraph(), ids({0}), 1, m), invp::Error);
+    EXPECT_THROW(propagate(hand_graph({1, 9}, 1), ids({0}), 1, m), invp::Error);
+  }
+  // k^depth overflow is refused before allocating.
+  EXPECT_THROW(propagate(KnnGraph::zeros(4, 200), ids({0}), 5, PropagationMode::Concat),
+               invp::Error);
+}
