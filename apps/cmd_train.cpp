@@ -1,0 +1,79 @@
+// `invp train` and `invp eval knn`.
+#include "common.h"
+
+#include <invp/core/log.h>
+#include <invp/train/trainer.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+namespace invp::app {
+namespace {
+void add_train_options(CLI::App* t, train::TrainConfig& c) {
+  t->add_option("--data", c.data, "Training SOURCE (labels, if any, are used only for monitoring)")->capture_default_str();
+  t->add_option("--test-data", c.test_data, "Labelled SOURCE for the weighted-kNN monitor (K 200, sigma 0.07, against the bank)");
+  t->add_option("--input-size", c.input_size, "Square input side fed to the network")->capture_default_str();
+  t->add_option("--channels", c.channels, "Input channels: 1, 3, or 0 for the source's own")->capture_default_str();
+  t->add_option("--arch-depth", c.arch_depth, "ResNet depth: 18, 34 or 50")->capture_default_str();
+  t->add_option("--stem", c.stem, "small (3x3/1, no max-pool) or imagenet (7x7/2 + max-pool)")->capture_default_str();
+  t->add_option("--width", c.width, "Base channels (64 = torchvision; smaller runs faster on CPU)")->capture_default_str();
+  t->add_option("--head", c.head, "Projection head: linear or mlp")->capture_default_str();
+  t->add_option("--dim", c.dim, "Embedding dimension D")->capture_default_str();
+  t->add_option("--tau", c.tau, "Temperature")->capture_default_str();
+  t->add_option("--background", c.background, "M: background set size (top-M of z.V)")->capture_default_str();
+  t->add_option("--knn", c.knn, "k of the kNN graph")->capture_default_str();
+  t->add_option("--hops", c.hops, "l: propagation depth")->capture_default_str();
+  t->add_option("--hard-positives", c.hard_positives, "P: hard positives per anchor")->capture_default_str();
+  t->add_option("--lambda", c.lambda, "Weight of L_inv")->capture_default_str();
+  t->add_option("--warmup", c.warmup, "T: instance-only epochs before L_inv starts")->capture_default_str();
+  t->add_option("--bank-momentum", c.bank_momentum, "Memory-bank momentum m")->capture_default_str();
+  t->add_option("--ramp", c.ramp, "binary or gaussian")->capture_default_str();
+  t->add_option("--denominator", c.denominator, "reference (exclusive) or paper")->capture_default_str();
+  t->add_option("--propagation", c.propagation, "bfs (exact, default) or concat (reference code)")->capture_default_str();
+  t->add_option("--graph", c.graph, "epoch (rebuilt with FAISS each epoch) or online (reference)")->capture_default_str();
+  t->add_option("--loss", c.loss, "invp, or instance (L_inv off, for ablations)")->capture_default_str();
+  t->add_option("--lr", c.lr, "Base learning rate")->capture_default_str();
+  t->add_option("--momentum", c.momentum, "SGD momentum")->capture_default_str();
+  t->add_option("--weight-decay", c.weight_decay, "Weight decay")->capture_default_str();
+  t->add_option("--schedule", c.schedule, "cosine or step")->capture_default_str();
+  t->add_option("--batch-size", c.batch_size, "Batch size")->capture_default_str();
+  t->add_option("--epochs", c.epochs, "Total epochs (raising it on resume needs no --force)")->capture_default_str();
+  t->add_option("--knn-every", c.knn_every, "Run the kNN monitor every n epochs")->capture_default_str();
+  t->add_option("--workers", c.workers, "Loader worker threads")->capture_default_str();
+  t->add_option("--device", c.device, "cpu or cuda")->capture_default_str();
+}
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto cfg = std::make_shared<train::TrainConfig>();
+  auto out = std::make_shared<std::string>();
+  auto force = std::make_shared<bool>(false);
+  auto* t = app.add_subcommand(
+      "train",
+      "Train an encoder with Invariance Propagation. Writes OUT/checkpoint.pt (every epoch and on "
+      "Ctrl-C), OUT/model.pt + model.json, OUT/metrics.jsonl; rerunning on OUT resumes.");
+  t->add_option("-o,--out", *out, "Run directory")->required();
+  t->add_flag("--force", *force, "Resume even if the checkpoint's config differs");
+  add_train_options(t, *cfg);
+  t->callback([cfg, out, force] {
+    globals().action = [cfg, out, force] {
+      cfg->seed = globals().seed;
+      train::Trainer trainer(*cfg, *out, *force);
+      trainer.run([](const train::EpochMetrics& m) {
+        if (globals().json) return;
+        char line[256];
+        std::snprintf(line, sizeof line,
+                      "epoch %d  loss %.4f (ins %.4f inv %.4f)  lr %.4f  %.0f img/s  graph %.2fs",
+                      m.epoch, m.loss, m.instance, m.invariance, m.lr, m.images_per_second,
+                      m.graph_seconds);
+        std::string s = line;
+        if (m.knn_top1 >= 0) s += "  kNN top1 " + std::to_string(100 * m.knn_top1).substr(0, 5) + "%";
+        log::info(s);
+      });
+      if (globals().json) std::cout << nlohmann::json{{"out", *out}}.dump() << "\n";
+    };
+  });
+}
+}  // namespace invp::app

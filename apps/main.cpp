@@ -1,0 +1,87 @@
+// The `invp` binary: parses options, sets the thread budget, dispatches to subcommands and
+// turns errors into one line (exit 1; usage errors exit 2).
+#include "common.h"
+
+#include <invp/core/error.h>
+#include <invp/core/log.h>
+#include <invp/core/threads.h>
+#include <invp/core/version.h>
+#include <invp/data/library_info.h>
+#include <invp/index/library_info.h>
+#include <invp/store/library_info.h>
+
+#include <cstdio>
+#include <iostream>
+
+namespace invp::app {
+Globals& globals() {
+  static Globals g;
+  return g;
+}
+}  // namespace invp::app
+
+namespace {
+void print_version() {
+  std::cout << "invp " << invp::version() << "\n"
+            << "  LibTorch " << invp::torch_version() << "\n"
+            << "  FAISS    " << invp::index::faiss_version() << "\n"
+            << "  OpenCV   " << invp::data::opencv_version() << "\n"
+            << "  HDF5     " << invp::store::hdf5_version() << "\n"
+            << "  BLAS     " << invp::loaded_blas() << "\n"
+            << "  threads  " << invp::thread_report() << "\n";
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  using invp::app::globals;
+  CLI::App app{
+      "invp: learn image embeddings without labels (Invariance Propagation) and search image "
+      "collections.\nSOURCE is an IDX file or folder (e.g. /usr/share/datasets/fashion-mnist, "
+      "':test' picks the test split), CIFAR *.bin batches, an image folder, a list file, or '-'."};
+  app.require_subcommand(0, 1);
+  app.set_config("--config", "", "TOML config file (keys under [section] per subcommand)");
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  bool show_version = false;
+  app.add_flag("--version", show_version, "Print versions of invp, its libraries, BLAS and threads");
+  app.add_option("--threads", globals().threads,
+                 "Thread budget shared by LibTorch, OpenMP/FAISS, OpenBLAS and loader workers "
+                 "(default: cores)")
+      ->envname("INVP_THREADS")->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", globals().seed, "Random seed (augmentation, shuffling, init)")
+      ->envname("INVP_SEED");
+  app.add_flag("-q,--quiet", globals().quiet, "Only warnings and errors on stderr");
+  app.add_flag("--json", globals().json, "Machine-readable JSON results on stdout");
+  invp::app::add_data_commands(app);
+  invp::app::add_train_command(app);
+  invp::app::add_demo_command(app);
+  for (auto* sub : app.get_subcommands({})) sub->fallthrough();
+
+  try {
+    app.parse(argc, argv);
+    invp::log::set_quiet(globals().quiet);
+    invp::apply_thread_budget(invp::resolve_thread_budget(globals().threads));
+    if (show_version) {
+      print_version();
+      return 0;
+    }
+    if (!globals().action) {
+      std::cout << app.help();
+      return 0;
+    }
+    globals().action();
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  } catch (const invp::Error& e) {
+    std::fprintf(stderr, "invp: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "invp: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

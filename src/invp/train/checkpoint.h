@@ -1,0 +1,30 @@
+// checkpoint.pt: model, optimiser, memory bank, kNN graph, epoch/step and the config,
+// one LibTorch archive written atomically (temp + rename). No RNG state is needed: the
+// loader's augmentation and order derive from (seed, epoch, index) and torch's RNG is
+// used only at initialisation.
+#pragma once
+#include <invp/model/encoder.h>
+
+#include <torch/optim/sgd.h>
+
+#include <cstdint>
+#include <string>
+
+namespace invp::train {
+constexpr int64_t kCheckpointFormatVersion = 1;
+
+struct Checkpoint {
+  int epoch = 1;       // epoch in progress (1-based)
+  int64_t step = 0;    // steps of that epoch already done
+  std::string config_json;
+  // Filled by read_checkpoint; applied by load_checkpoint_into.
+  std::string path;
+};
+
+void write_checkpoint(const std::string& path, const Checkpoint& meta, model::EncoderImpl& net,
+                      torch::optim::SGD& opt, const torch::Tensor& bank, const torch::Tensor& graph);
+// Reads the metadata; throws invp::Error for a missing or corrupt file.
+Checkpoint read_checkpoint(const std::string& path);
+void load_checkpoint_into(const Checkpoint& c, model::EncoderImpl& net, torch::optim::SGD& opt,
+                          torch::Tensor& bank, torch::Tensor& graph);
+}  // namespace invp::train

@@ -1,0 +1,72 @@
+#include <invp/core/error.h>
+#include <invp/core/hash.h>
+#include <invp/train/train_config.h>
+
+#include <nlohmann/json.hpp>
+
+namespace invp::train {
+using nlohmann::json;
+
+#define INVP_TRAIN_DEFINING(X)                                                                 \
+  X(data) X(input_size) X(channels) X(arch_depth) X(stem) X(width) X(head) X(dim) X(tau)       \
+  X(background) X(knn) X(hops) X(hard_positives) X(lambda) X(warmup) X(bank_momentum) X(ramp)  \
+  X(denominator) X(propagation) X(graph) X(loss) X(lr) X(momentum) X(weight_decay)            \
+  X(schedule) X(batch_size) X(seed)
+#define INVP_TRAIN_RUN(X) X(test_data) X(epochs) X(knn_every) X(workers) X(device)
+
+namespace {
+json defining_json(const TrainConfig& c) {
+  json j;
+#define X(f) j[#f] = c.f;
+  INVP_TRAIN_DEFINING(X)
+#undef X
+  return j;
+}
+void one_of(const std::string& key, const std::string& v, std::initializer_list<const char*> ok) {
+  for (auto* o : ok)
+    if (v == o) return;
+  std::string list;
+  for (auto* o : ok) list += (list.empty() ? "" : "|") + std::string(o);
+  throw Error("", "--" + key + " '" + v + "' is not one of " + list);
+}
+}  // namespace
+
+void TrainConfig::validate() const {
+  one_of("ramp", ramp, {"binary", "gaussian"});
+  one_of("denominator", denominator, {"reference", "paper"});
+  one_of("propagation", propagation, {"bfs", "concat"});
+  one_of("graph", graph, {"epoch", "online"});
+  one_of("loss", loss, {"invp", "instance"});
+  one_of("schedule", schedule, {"cosine", "step"});
+  one_of("device", device, {"cpu", "cuda"});
+  if (epochs < 1 || batch_size < 1 || knn < 1 || hops < 1 || hard_positives < 1 || background < 1)
+    throw Error("", "epochs, batch-size, knn, hops, hard-positives and background must be >= 1");
+  if (tau <= 0) throw Error("", "--tau must be positive");
+  if (input_size < 8) throw Error("", "--input-size must be at least 8");
+}
+
+std::string TrainConfig::to_json() const {
+  json j = defining_json(*this);
+#define X(f) j[#f] = f;
+  INVP_TRAIN_RUN(X)
+#undef X
+  return j.dump(2);
+}
+
+TrainConfig TrainConfig::from_json(const std::string& text, const std::string& file) {
+  TrainConfig c;
+  try {
+    json j = json::parse(text);
+#define X(f) if (j.contains(#f)) j.at(#f).get_to(c.f);
+    INVP_TRAIN_DEFINING(X)
+    INVP_TRAIN_RUN(X)
+#undef X
+  } catch (const json::exception& e) {
+    throw Error(file, std::string("invalid training config: ") + e.what());
+  }
+  return c;
+}
+
+std::string TrainConfig::config_hash() const { return hash_string(defining_json(*this).dump()); }
+
+}  // namespace invp::train

@@ -1,0 +1,55 @@
+// Everything that defines a training run. Every field is also a flag of `invp train` and a
+// key under [train] in a config file (configs/*.toml).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace invp::train {
+
+struct TrainConfig {
+  // data
+  std::string data = "/usr/share/datasets/fashion-mnist:train";
+  std::string test_data;         // for the weighted-kNN monitor (labels needed)
+  int input_size = 28;
+  int channels = 0;              // 0 = the source's own (1 for grey IDX)
+  // encoder (ALGORITHM.md: ResNet-18 small stem, MLP head, D 128)
+  int arch_depth = 18;
+  std::string stem = "small";
+  int width = 64;
+  std::string head = "mlp";
+  int dim = 128;
+  // method (reference constants, ALGORITHM.md)
+  float tau = 0.2f;
+  int64_t background = 4096;     // M
+  int knn = 4;                   // k of the graph
+  int hops = 3;                  // l, propagation depth
+  int64_t hard_positives = 20;   // P
+  float lambda = 0.6f;
+  int warmup = 30;               // T: ω = 0 up to epoch T
+  float bank_momentum = 0.5f;
+  std::string ramp = "binary";          // binary | gaussian
+  std::string denominator = "reference"; // reference | paper
+  std::string propagation = "bfs";      // bfs | concat
+  std::string graph = "epoch";          // epoch | online
+  std::string loss = "invp";            // invp | instance
+  // optimiser
+  double lr = 0.03;
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  std::string schedule = "cosine";
+  int batch_size = 128;
+  // run (not part of the config hash)
+  int epochs = 800;
+  int knn_every = 1;
+  int workers = 1;
+  uint64_t seed = 0;
+  std::string device = "cpu";
+
+  void validate() const;                 // throws invp::Error naming the bad key
+  std::string to_json() const;
+  static TrainConfig from_json(const std::string& text, const std::string& file);
+  // Hash of the training-defining keys only (not epochs, workers, device, monitor).
+  std::string config_hash() const;
+};
+
+}  // namespace invp::train

@@ -1,0 +1,249 @@
+#include <invp/core/atomic_file.h>
+#include <invp/core/error.h>
+#include <invp/core/log.h>
+#include <invp/core/progress.h>
+#include <invp/data/loader.h>
+#include <invp/eval/weighted_knn.h>
+#include <invp/graph/knn_graph.h>
+#include <invp/graph/propagate.h>
+#include <invp/model/model_io.h>
+#include <invp/train/checkpoint.h>
+#include <invp/train/invariance_loss.h>
+#include <invp/train/memory_bank.h>
+#include <invp/train/schedule.h>
+#include <invp/train/trainer.h>
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace invp::train {
+namespace fs = std::filesystem;
+namespace {
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop = true; }
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+torch::Tensor normalise_rows(const torch::Tensor& x) {
+  return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));
+}
+
+std::string metrics_line(const EpochMetrics& m) {
+  nlohmann::json j{{"epoch", m.epoch}, {"loss", m.loss}, {"loss_ins", m.instance},
+                   {"loss_inv", m.invariance}, {"lr", m.lr}, {"omega", m.omega},
+                   {"seconds", m.seconds}, {"images_per_second", m.images_per_second},
+                   {"time", {{"data_wait", m.data_wait}, {"forward", m.forward},
+                             {"backward", m.backward}, {"bank_graph_loss", m.method}}},
+                   {"graph", {{"build_seconds", m.graph_seconds},
+                              {"mean_similarity", m.graph_mean_similarity},
+                              {"mutual_share", m.graph_mutual}}},
+                   {"skipped_bad", m.skipped_bad}};
+  if (m.graph_same_label >= 0) j["graph"]["same_label_share"] = m.graph_same_label;
+  if (m.knn_top1 >= 0) j["knn"] = {{"top1", m.knn_top1}, {"top5", m.knn_top5}, {"features", "bank"}};
+  return j.dump() + "\n";
+}
+}  // namespace
+
+bool stop_requested() { return g_stop; }
+
+struct Trainer::State {
+  TrainConfig cfg;
+  std::string out;
+  std::shared_ptr<data::Dataset> ds, test_ds;
+  model::ModelInfo info;
+  model::Encoder net{nullptr};
+  std::unique_ptr<torch::optim::SGD> opt;
+  std::unique_ptr<MemoryBank> bank;
+  graph::KnnGraph graph;
+  torch::Tensor labels;  // N int64 (−1 unknown), for monitoring only
+  int epoch = 1;         // epoch in progress / next to run
+  int64_t step = 0;      // steps of `epoch` already done
+  LossConfig loss_cfg;
+  data::LoaderOptions loader_opts;
+};
+
+Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::make_unique<State>()) {
+  cfg.validate();
+  if (cfg.device == "cuda" && !torch::cuda::is_available())
+    throw Error("", "--device cuda: no CUDA device or this LibTorch has no CUDA", "use --device cpu");
+  auto& s = *s_;
+  s.cfg = cfg;
+  s.out = out_dir;
+  fs::create_directories(out_dir);
+  s.ds = data::open_dataset(cfg.data, {cfg.channels, false});
+  if (!cfg.test_data.empty()) s.test_ds = data::open_dataset(cfg.test_data, {s.ds->channels(), false});
+  int64_t n = int64_t(s.ds->size());
+  std::vector<int64_t> labels(n);
+  for (int64_t i = 0; i < n; ++i) labels[i] = s.ds->label(size_t(i));
+  s.labels = torch::tensor(labels, torch::kLong);
+
+  torch::manual_seed(cfg.seed);
+  s.info.encoder = {cfg.arch_depth, cfg.stem, cfg.width, s.ds->channels(), cfg.head, cfg.dim};
+  s.info.input_size = cfg.input_size;
+  s.info.resize = cfg.input_size;
+  s.info.config_hash = cfg.config_hash();
+  auto aug = data::small_image_preset(cfg.input_size, s.ds->channels());
+  s.info.mean = aug.mean;
+  s.info.std = aug.std;
+  s.net = model::Encoder(s.info.encoder);
+  s.opt = std::make_unique<torch::optim::SGD>(
+      s.net->parameters(),
+      torch::optim::SGDOptions(cfg.lr).momentum(cfg.momentum).weight_decay(cfg.weight_decay));
+  s.bank = std::make_unique<MemoryBank>(n, cfg.dim, cfg.seed);
+  s.graph = graph::KnnGraph::zeros(n, cfg.knn);
+  s.loss_cfg.tau = cfg.tau;
+  s.loss_cfg.background = cfg.background;
+  s.loss_cfg.hard_positives = cfg.hard_positives;
+  s.loss_cfg.denominator = cfg.denominator == "paper" ? Denominator::Paper : Denominator::Reference;
+  s.loss_cfg.use_invariance = cfg.loss == "invp";
+  s.loader_opts.batch_size = cfg.batch_size;
+  s.loader_opts.workers = std::max(1, cfg.workers);
+  s.loader_opts.seed = cfg.seed;
+  s.loader_opts.augment = aug;
+  s.loader_opts.drop_last = true;  // BatchNorm and the loss want full batches; reported in the log
+
+  auto ckpt = (fs::path(out_dir) / "checkpoint.pt").string();
+  if (fs::exists(ckpt)) {
+    Checkpoint c = read_checkpoint(ckpt);
+    auto old = TrainConfig::from_json(c.config_json, ckpt);
+    if (old.config_hash() != cfg.config_hash() && !force)
+      throw Error(ckpt, "checkpoint was made with a different training config",
+                  "use the same config, another --out, or --force to continue anyway");
+    load_checkpoint_into(c, *s.net, *s.opt, s.bank->data(), s.graph.neighbors);
+    s.epoch = c.epoch;
+    s.step = c.step;
+    log::info("resuming " + out_dir + " at epoch " + std::to_string(s.epoch) +
+              (s.step ? ", step " + std::to_string(s.step) : ""));
+  }
+  write_file_atomically((fs::path(out_dir) / "config.json").string(), cfg.to_json() + "\n");
+}
+
+Trainer::~Trainer() = default;
+int Trainer::start_epoch() const { return s_->epoch; }
+
+int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int until_epoch) {
+  auto& s = *s_;
+  const auto& cfg = s.cfg;
+  g_stop = false;
+  auto old_int = std::signal(SIGINT, on_signal);
+  auto old_term = std::signal(SIGTERM, on_signal);
+  auto ckpt = (fs::path(s.out) / "checkpoint.pt").string();
+  auto save = [&] {
+    write_checkpoint(ckpt, {s.epoch, s.step, cfg.to_json()}, *s.net, *s.opt, s.bank->data(),
+                     s.graph.neighbors);
+  };
+  data::Loader loader(s.ds, s.loader_opts);
+  auto mode = cfg.propagation == "concat" ? graph::PropagationMode::Concat : graph::PropagationMode::Bfs;
+  int last_done = s.epoch - 1;
+  int last = until_epoch > 0 ? std::min(until_epoch, cfg.epochs) : cfg.epochs;
+  for (; s.epoch <= last && !g_stop; ) {
+    EpochMetrics m;
+    m.epoch = s.epoch;
+    auto t_epoch = std::chrono::steady_clock::now();
+    m.lr = learning_rate(cfg.lr, s.epoch, cfg.epochs, cfg.schedule);
+    for (auto& g : s.opt->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(m.lr);
+    m.omega = ramp_weight(s.epoch, cfg.warmup, cfg.ramp == "gaussian");
+    double inv_weight = cfg.lambda * m.omega;
+    LossConfig step_loss = s.loss_cfg;  // L_inv is skipped entirely while its weight is 0
+    step_loss.use_invariance = s.loss_cfg.use_invariance && inv_weight > 0;
+    if (cfg.graph == "epoch" && s.step == 0) {
+      auto t = std::chrono::steady_clock::now();
+      s.graph = graph::KnnGraph::build(s.bank->data(), cfg.knn);
+      m.graph_seconds = seconds_since(t);
+      auto st = s.graph.stats(s.labels);
+      m.graph_mean_similarity = st.mean_similarity;
+      m.graph_mutual = st.mutual_share;
+      m.graph_same_label = st.same_label_share;
+    }
+    s.net->train();
+    loader.start_epoch(s.epoch);
+    for (int64_t i = 0; i < s.step; ++i) loader.next();  // resume inside an epoch
+    Progress bar("epoch " + std::to_string(s.epoch), int64_t(loader.batches_per_epoch()));
+    int64_t images = 0, steps = 0;
+    while (!g_stop) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto batch = loader.next();
+      m.data_wait += seconds_since(t0);
+      if (!batch) break;
+      auto t1 = std::chrono::steady_clock::now();
+      auto z = normalise_rows(s.net->forward(batch->images));
+      m.forward += seconds_since(t1);
+      auto t2 = std::chrono::steady_clock::now();
+      torch::Tensor propagated;
+      if (step_loss.use_invariance)
+        propagated = graph::propagate(s.graph, batch->indices, cfg.hops, mode);
+      auto loss = invariance_loss(z, s.bank->data(), batch->indices, propagated, inv_weight, step_loss);
+      m.method += seconds_since(t2);
+      auto t3 = std::chrono::steady_clock::now();
+      s.opt->zero_grad();
+      loss.total.backward();
+      s.opt->step();
+      m.backward += seconds_since(t3);
+      auto t4 = std::chrono::steady_clock::now();
+      auto zd = z.detach();
+      if (cfg.graph == "online") {  // reference: batch rows of the graph from this step's top-k
+        auto sims = torch::mm(zd, s.bank->data().t());
+        sims.scatter_(1, batch->indices.unsqueeze(1), -1e9);  // self excluded
+        s.graph.update_rows(batch->indices, std::get<1>(sims.topk(cfg.knn, 1)));
+      }
+      s.bank->update(batch->indices, zd, cfg.bank_momentum);
+      m.method += seconds_since(t4);
+      double n = double(batch->indices.size(0));
+      m.loss += loss.total.item<double>() * n;
+      m.instance += loss.instance.item<double>() * n;
+      m.invariance += loss.invariance.item<double>() * n;
+      images += int64_t(n);
+      ++s.step;
+      bar.update(++steps);
+    }
+    bar.finish();
+    if (g_stop) break;  // the checkpoint below is written with the partial epoch position
+    if (images > 0) m.loss /= images, m.instance /= images, m.invariance /= images;
+    m.seconds = seconds_since(t_epoch);
+    m.images_per_second = images / std::max(1e-9, m.seconds);
+    m.skipped_bad = int64_t(loader.bad_count());
+    if (s.test_ds && cfg.knn_every > 0 && s.epoch % cfg.knn_every == 0 && s.labels.max().item<int64_t>() >= 0) {
+      s.net->eval();
+      torch::NoGradGuard ng;
+      auto lo = s.loader_opts;
+      lo.shuffle = false;
+      lo.drop_last = false;
+      lo.augment = data::eval_config(s.loader_opts.augment);
+      data::Loader test_loader(s.test_ds, lo);
+      test_loader.start_epoch(1);
+      std::vector<torch::Tensor> feats, labs;
+      while (auto b = test_loader.next()) {
+        feats.push_back(normalise_rows(s.net->forward(b->images)));
+        labs.push_back(b->labels);
+      }
+      auto acc = eval::weighted_knn(s.bank->data(), s.labels, torch::cat(feats), torch::cat(labs));
+      m.knn_top1 = acc.top1;
+      m.knn_top5 = acc.top5;
+    }
+    last_done = s.epoch;
+    ++s.epoch;
+    s.step = 0;
+    save();
+    model::save_model(s.net, s.info, (fs::path(s.out) / "model.pt").string());
+    std::ofstream((fs::path(s.out) / "metrics.jsonl").string(), std::ios::app) << metrics_line(m);
+    if (on_epoch) on_epoch(m);
+  }
+  if (g_stop) {
+    save();
+    log::info("interrupted: checkpoint written at epoch " + std::to_string(s.epoch) + ", step " +
+              std::to_string(s.step) + "; rerun the same command to resume");
+  }
+  std::signal(SIGINT, old_int);
+  std::signal(SIGTERM, old_term);
+  return last_done;
+}
+
+}  // namespace invp::train

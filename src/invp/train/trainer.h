@@ -1,0 +1,44 @@
+// The Invariance Propagation training loop: one augmented view per image per step, memory
+// bank, kNN graph rebuilt from the bank at the start of every epoch (or refreshed online),
+// propagation, L_ins + λ·ω(e)·L_inv, SGD, checkpoint every epoch, weighted-kNN monitor.
+// Run directory: checkpoint.pt, model.pt + model.json, metrics.jsonl, config.json.
+#pragma once
+#include <invp/train/train_config.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace invp::train {
+
+struct EpochMetrics {
+  int epoch = 0;
+  double loss = 0, instance = 0, invariance = 0, lr = 0, omega = 0;
+  double knn_top1 = -1, knn_top5 = -1;  // −1 when not measured
+  double seconds = 0, images_per_second = 0;
+  double data_wait = 0, forward = 0, backward = 0, method = 0;  // seconds in the epoch
+  double graph_seconds = 0, graph_mean_similarity = 0, graph_mutual = 0, graph_same_label = -1;
+  int64_t skipped_bad = 0;
+};
+
+class Trainer {
+ public:
+  // Opens (or resumes from) out_dir. A checkpoint with a different config hash is refused
+  // unless force.
+  Trainer(TrainConfig config, std::string out_dir, bool force = false);
+  ~Trainer();
+  // Trains up to config.epochs (or only up to until_epoch when > 0, as if stopped there;
+  // the lr schedule still spans config.epochs); calls on_epoch after each epoch. Returns the
+  // last epoch done.
+  int run(const std::function<void(const EpochMetrics&)>& on_epoch = {}, int until_epoch = 0);
+  int start_epoch() const;  // 1-based epoch the next run() starts at
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+// True once SIGINT/SIGTERM arrived (the trainer installs the handlers while running).
+bool stop_requested();
+
+}  // namespace invp::train

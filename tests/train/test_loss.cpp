@@ -1,0 +1,360 @@
+// Memory bank, losses and schedules of the train stage. Loss values are checked against an
+// independent double-precision implementation written with plain loops (ref_loss below).
+#include <invp/core/error.h>
+#include <invp/train/invariance_loss.h>
+#include <invp/train/memory_bank.h>
+#include <invp/train/schedule.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <set>
+#include <vector>
+
+using namespace invp::train;
+
+namespace {
+
+using Mat = std::vector<std::vector<double>>;
+
+struct Ref {
+  double instance = 0, invariance = 0;
+};
+
+// Plain-loop reference of ALGORITHM.md "The losses, exactly" (no shift, no tensors).
+Ref ref_loss(const Mat& z, const Mat& bank, const std::vector<int64_t>& anchors,
+             const std::vector<std::vector<int64_t>>& prop, int64_t M, int64_t P, double tau,
+             bool paper) {
+  const size_t B = z.size(), N = bank.size();
+  tau = static_cast<double>(static_cast<float>(tau));  // LossConfig::tau is a float
+  M = std::min<int64_t>(M, static_cast<int64_t>(N));
+  Ref r;
+  for (size_t i = 0; i < B; ++i) {
+    std::vector<double> e(N);
+    for (size_t j = 0; j < N; ++j) {
+      double dot = 0;
+      for (size_t d = 0; d < z[i].size(); ++d) dot += z[i][d] * bank[j][d];
+      e[j] = std::exp(dot / tau);
+    }
+    std::vector<size_t> order(N);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return e[a] > e[b]; });
+    double S = 0;
+    for (int64_t k = 0; k < M; ++k) S += e[order[k]];
+    const double ea = e[anchors[i]];
+    r.instance += -std::log(ea / S + 1e-7);
+
+    std::vector<int64_t> members;
+    for (int64_t v : prop[i])
+      if (v >= 0) members.push_back(v);
+    if (members.empty()) continue;  // contributes 0
+    std::sort(members.begin(), members.end(),
+              [&](int64_t a, int64_t b) { return e[a] < e[b]; });
+    const size_t p = std::min<size_t>(static_cast<size_t>(P), members.size());
+    double hsum = 0;
+    for (size_t k = 0; k < p; ++k) hsum += e[members[k]];
+    double denom = 0;
+    if (!paper) {
+      denom = S - ea;
+    } else {
+      std::set<int64_t> nset(members.begin(), members.end());
+      for (int64_t k = 0; k < M; ++k)
+        if (!nset.count(static_cast<int64_t>(order[k]))) denom += e[order[k]];
+      denom += hsum;
+    }
+    r.invariance += -std::log(hsum / denom + 1e-7);
+  }
+  r.instance /= B;
+  r.invariance /= B;
+  return r;
+}
+
+Mat normalised(Mat m) {
+  for (auto& row : m) {
+    double n = 0;
+    for (double x : row) n += x * x;
+    n = std::sqrt(n);
+    for (double& x : row) x /= n;
+  }
+  return m;
+}
+
+torch::Tensor to_tensor(const Mat& m, torch::Dtype dt = torch::kFloat64) {
+  auto t = torch::empty({static_cast<int64_t>(m.size()), static_cast<int64_t>(m[0].size())},
+                        torch::kFloat64);
+  for (size_t i = 0; i < m.size(); ++i)
+    for (size_t j = 0; j < m[i].size(); ++j) t[i][j] = m[i][j];
+  return t.to(dt);
+}
+
+torch::Tensor to_index(const std::vector<std::vector<int64_t>>& p) {
+  auto t = torch::empty({static_cast<int64_t>(p.size()), static_cast<int64_t>(p[0].size())},
+                        torch::kLong);
+  for (size_t i = 0; i < p.size(); ++i)
+    for (size_t j = 0; j < p[i].size(); ++j) t[i][j] = p[i][j];
+  return t;
+}
+
+// Tiny fixture: N = 6, D = 3, B = 2, distinct similarities (no ties).
+const Mat kBank = normalised({{1.0, 0.2, 0.1},
+                              {0.3, 1.0, -0.2},
+                              {-0.5, 0.4, 1.0},
+                              {0.9, -0.6, 0.3},
+                              {-1.0, -0.3, 0.2},
+                              {0.2, 0.7, 0.7}});
+const Mat kZ = normalised({{0.8, 0.3, 0.2}, {0.1, 0.9, 0.4}});
+const std::vector<int64_t> kAnchors = {0, 1};
+const std::vector<std::vector<int64_t>> kProp = {{3, 5, 2, -1}, {5, 2, 4, 0}};
+
+double val(const torch::Tensor& t) { return t.item<double>(); }
+
+LossResult run(const Mat& z, const std::vector<std::vector<int64_t>>& prop, LossConfig cfg,
+               double w = 1.0, torch::Dtype dt = torch::kFloat64) {
+  auto zt = to_tensor(z, dt);
+  return invariance_loss(zt, to_tensor(kBank, dt), torch::tensor({kAnchors[0], kAnchors[1]}),
+                         to_index(prop), w, cfg);
+}
+
+LossConfig small_cfg(Denominator d) {
+  LossConfig c;
+  c.tau = 0.2f;
+  c.background = 4;
+  c.hard_positives = 2;
+  c.denominator = d;
+  return c;
+}
+
+}  // namespace
+
+TEST(MemoryBank, InitRangeAndDeterminism) {
+  const int64_t dim = 12;
+  MemoryBank a(500, dim, 7), b(500, dim, 7), c(500, dim, 8);
+  const double s = 1.0 / std::sqrt(dim / 3.0);
+  EXPECT_EQ(a.data().sizes(), (std::vector<int64_t>{500, dim}));
+  EXPECT_LE(val(a.data().abs().max()), s);
+  EXPECT_GT(val(a.data().max()), 0.95 * s);
+  EXPECT_LT(val(a.data().min()), -0.95 * s);
+  EXPECT_NEAR(val(a.data().mean()), 0.0, 0.02);
+  EXPECT_TRUE(torch::equal(a.data(), b.data()));
+  EXPECT_FALSE(torch::equal(a.data(), c.data()));
+  // Not normalised: row norms vary.
+  auto norms = a.data().norm(2, 1);
+  EXPECT_GT(val(norms.max() - norms.min()), 0.1);
+}
+
+TEST(MemoryBank, UpdateHandComputed) {
+  MemoryBank bank(3, 2, 1);
+  bank.data().copy_(torch::tensor({{1.0f, 0.0f}, {0.0f, 2.0f}, {3.0f, 4.0f}}));
+  auto feats = torch::tensor({{0.0f, 1.0f}, {0.6f, 0.8f}});
+  bank.update(torch::tensor({0L, 2L}), feats, 0.5f);
+  // row 0: 0.5*(1,0)+0.5*(0,1) = (0.5,0.5) -> (1/sqrt2, 1/sqrt2)
+  // row 2: 0.5*(3,4)+0.5*(0.6,0.8) = (1.8,2.4) -> (0.6,0.8)
+  const float r = 1.0f / std::sqrt(2.0f);
+  EXPECT_NEAR(val(bank.data()[0][0]), r, 1e-6);
+  EXPECT_NEAR(val(bank.data()[0][1]), r, 1e-6);
+  EXPECT_NEAR(val(bank.data()[1][0]), 0.0, 1e-7);  // untouched
+  EXPECT_NEAR(val(bank.data()[1][1]), 2.0, 1e-7);
+  EXPECT_NEAR(val(bank.data()[2][0]), 0.6, 1e-6);
+  EXPECT_NEAR(val(bank.data()[2][1]), 0.8, 1e-6);
+  // momentum 0.9 on row 1: 0.9*(0,2)+0.1*(1,0) = (0.1,1.8)
+  bank.update(torch::tensor({1L}), torch::tensor({{1.0f, 0.0f}}), 0.9f);
+  const double n = std::sqrt(0.01 + 3.24);
+  EXPECT_NEAR(val(bank.data()[1][0]), 0.1 / n, 1e-6);
+  EXPECT_NEAR(val(bank.data()[1][1]), 1.8 / n, 1e-6);
+  EXPECT_THROW(bank.update(torch::tensor({0L}), torch::zeros({1, 3})), invp::Error);
+}
+
+TEST(InvarianceLoss, ReferenceDenominatorMatchesLoops) {
+  auto cfg = small_cfg(Denominator::Reference);
+  auto r = run(kZ, kProp, cfg, 0.6);
+  auto e = ref_loss(kZ, kBank, kAnchors, kProp, 4, 2, 0.2, false);
+  EXPECT_NEAR(val(r.instance), e.instance, 1e-9);
+  EXPECT_NEAR(val(r.invariance), e.invariance, 1e-9);
+  EXPECT_NEAR(val(r.total), e.instance + 0.6 * e.invariance, 1e-9);
+  EXPECT_EQ(r.total.dim(), 0);
+}
+
+TEST(InvarianceLoss, PaperDenominatorMatchesLoops) {
+  auto cfg = small_cfg(Denominator::Paper);
+  auto r = run(kZ, kProp, cfg, 0.6);
+  auto e = ref_loss(kZ, kBank, kAnchors, kProp, 4, 2, 0.2, true);
+  auto ref = ref_loss(kZ, kBank, kAnchors, kProp, 4, 2, 0.2, false);
+  EXPECT_NEAR(val(r.instance), e.instance, 1e-9);
+  EXPECT_NEAR(val(r.invariance), e.invariance, 1e-9);
+  EXPECT_GT(std::abs(e.invariance - ref.invariance), 1e-3);  // the variants really differ
+}
+
+TEST(InvarianceLoss, Float32MatchesLoops) {
+  for (auto d : {Denominator::Reference, Denominator::Paper}) {
+    auto r = run(kZ, kProp, small_cfg(d), 1.0, torch::kFloat32);
+    auto e = ref_loss(kZ, kBank, kAnchors, kProp, 4, 2, 0.2, d == Denominator::Paper);
+    EXPECT_NEAR(val(r.instance), e.instance, 1e-5);
+    EXPECT_NEAR(val(r.invariance), e.invariance, 1e-5);
+  }
+}
+
+TEST(InvarianceLoss, BackgroundCappedAtN) {
+  for (auto d : {Denominator::Reference, Denominator::Paper}) {
+    auto cfg = small_cfg(d);
+    cfg.background = 100;
+    auto big = run(kZ, kProp, cfg);
+    cfg.background = 6;
+    auto exact = run(kZ, kProp, cfg);
+    auto e = ref_loss(kZ, kBank, kAnchors, kProp, 6, 2, 0.2, d == Denominator::Paper);
+    EXPECT_NEAR(val(big.instance), e.instance, 1e-9);
+    EXPECT_NEAR(val(big.invariance), e.invariance, 1e-9);
+    EXPECT_NEAR(val(big.total), val(exact.total), 1e-12);
+  }
+}
+
+TEST(InvarianceLoss, HardPositivesCappedByValidMembers) {
+  // Row 0 has one valid member, row 1 two; P = 20 must use exactly those.
+  const std::vector<std::vector<int64_t>> prop = {{-1, 4, -1}, {2, -1, 3}};
+  for (auto d : {Denominator::Reference, Denominator::Paper}) {
+    auto cfg = small_cfg(d);
+    cfg.hard_positives = 20;
+    auto r = run(kZ, prop, cfg);
+    auto e = ref_loss(kZ, kBank, kAnchors, prop, 4, 20, 0.2, d == Denominator::Paper);
+    EXPECT_NEAR(val(r.invariance), e.invariance, 1e-9);
+    cfg.hard_positives = 2;
+    EXPECT_NEAR(val(run(kZ, prop, cfg).invariance), e.invariance, 1e-12);
+  }
+}
+
+TEST(InvarianceLoss, ConcatDuplicatesCounted) {
+  // Row 0 lists bank row 4 three times (and the anchor itself, as concat mode may).
+  const std::vector<std::vector<int64_t>> dup = {{4, 4, 0, 4}, {5, 2, 2, -1}};
+  const std::vector<std::vector<int64_t>> dedup = {{4, 0, -1, -1}, {5, 2, -1, -1}};
+  for (auto d : {Denominator::Reference, Denominator::Paper}) {
+    const bool paper = d == Denominator::Paper;
+    auto cfg = small_cfg(d);
+    cfg.hard_positives = 3;
+    auto r = run(kZ, dup, cfg);
+    auto e = ref_loss(kZ, kBank, kAnchors, dup, 4, 3, 0.2, paper);
+    auto e_dedup = ref_loss(kZ, kBank, kAnchors, dedup, 4, 3, 0.2, paper);
+    EXPECT_NEAR(val(r.invariance), e.invariance, 1e-9);
+    EXPECT_GT(std::abs(e.invariance - e_dedup.invariance), 1e-3);
+  }
+  // Hand check, reference denominator, row 0 alone: H = {4, 4, 4} (row 4 is the farthest).
+  auto cfg = small_cfg(Denominator::Reference);
+  cfg.hard_positives = 3;
+  auto zt = to_tensor({kZ[0]});
+  auto r = invariance_loss(zt, to_tensor(kBank), torch::tensor({0L}), to_index({dup[0]}), 1.0,
+                           cfg);
+  std::vector<double> e(6);
+  for (int j = 0; j < 6; ++j) {
+    double dot = 0;
+    for (int k = 0; k < 3; ++k) dot += kZ[0][k] * kBank[j][k];
+    e[j] = std::exp(dot / static_cast<double>(0.2f));
+  }
+  std::vector<double> sorted = e;
+  std::sort(sorted.rbegin(), sorted.rend());
+  const double S = sorted[0] + sorted[1] + sorted[2] + sorted[3];
+  EXPECT_NEAR(val(r.invariance), -std::log(3 * e[4] / (S - e[0]) + 1e-7), 1e-9);
+}
+
+TEST(InvarianceLoss, EmptyPropagatedSetContributesZero) {
+  const std::vector<std::vector<int64_t>> prop = {{-1, -1, -1}, {5, 2, 3}};
+  for (auto d : {Denominator::Reference, Denominator::Paper}) {
+    auto cfg = small_cfg(d);
+    auto r = run(kZ, prop, cfg);
+    auto e = ref_loss(kZ, kBank, kAnchors, prop, 4, 2, 0.2, d == Denominator::Paper);
+    // Row 1 alone, then halved: the empty row is 0 but counts in the mean.
+    auto one = invariance_loss(to_tensor({kZ[1]}), to_tensor(kBank), torch::tensor({1L}),
+                               to_index({prop[1]}), 1.0, cfg);
+    EXPECT_NEAR(val(r.invariance), e.invariance, 1e-9);
+    EXPECT_NEAR(val(r.invariance), 0.5 * val(one.invariance), 1e-9);
+    EXPECT_TRUE(std::isfinite(val(r.total)));
+  }
+  // All rows empty: invariance exactly 0 and gradients finite.
+  auto z = to_tensor(kZ).requires_grad_(true);
+  auto r = invariance_loss(z, to_tensor(kBank), torch::tensor({0L, 1L}),
+                           torch::full({2, 3}, -1L), 1.0, small_cfg(Denominator::Reference));
+  EXPECT_EQ(val(r.invariance), 0.0);
+  r.total.backward();
+  EXPECT_TRUE(torch::isfinite(z.grad()).all().item<bool>());
+}
+
+TEST(InvarianceLoss, GradientIntoZOnlyAndFiniteDifference) {
+  for (auto d : {Denominator::Reference, Denominator::Paper}) {
+    auto cfg = small_cfg(d);
+    auto bank = to_tensor(kBank).requires_grad_(true);
+    auto z = to_tensor(kZ).requires_grad_(true);
+    auto anchors = torch::tensor({0L, 1L});
+    auto prop = to_index(kProp);
+    auto r = invariance_loss(z, bank, anchors, prop, 0.6, cfg);
+    r.total.backward();
+    EXPECT_FALSE(bank.grad().defined());
+    ASSERT_TRUE(z.grad().defined());
+    const double analytic = z.grad()[1][2].item<double>();
+
+    const double h = 1e-6;
+    auto f = [&](double delta) {
+      auto zp = to_tensor(kZ);
+      zp[1][2] += delta;
+      return val(invariance_loss(zp, to_tensor(kBank), anchors, prop, 0.6, cfg).total);
+    };
+    const double numeric = (f(h) - f(-h)) / (2 * h);
+    EXPECT_NEAR(analytic, numeric, 1e-6 * std::max(1.0, std::abs(numeric)));
+    EXPECT_GT(std::abs(analytic), 1e-6);
+  }
+}
+
+TEST(InvarianceLoss, WithoutInvarianceEqualsInstance) {
+  auto cfg = small_cfg(Denominator::Reference);
+  cfg.use_invariance = false;
+  auto r = invariance_loss(to_tensor(kZ), to_tensor(kBank), torch::tensor({0L, 1L}),
+                           torch::Tensor(), 0.6, cfg);
+  auto e = ref_loss(kZ, kBank, kAnchors, kProp, 4, 2, 0.2, false);
+  EXPECT_NEAR(val(r.total), e.instance, 1e-9);
+  EXPECT_EQ(val(r.total), val(r.instance));
+  EXPECT_EQ(val(r.invariance), 0.0);
+  cfg.use_invariance = true;
+  EXPECT_THROW(invariance_loss(to_tensor(kZ), to_tensor(kBank), torch::tensor({0L, 1L}),
+                               torch::Tensor(), 0.6, cfg),
+               invp::Error);
+}
+
+TEST(Schedule, RampWeight) {
+  EXPECT_EQ(ramp_weight(1, 30, false), 0.0);
+  EXPECT_EQ(ramp_weight(30, 30, false), 0.0);
+  EXPECT_EQ(ramp_weight(31, 30, false), 1.0);
+  EXPECT_NEAR(ramp_weight(15, 30, true), std::exp(-1.25), 1e-12);
+  EXPECT_NEAR(ramp_weight(1, 30, true), std::exp(-5.0 * (29.0 / 30) * (29.0 / 30)), 1e-12);
+  EXPECT_NEAR(ramp_weight(30, 30, true), 1.0, 1e-12);
+  EXPECT_EQ(ramp_weight(100, 30, true), 1.0);
+  EXPECT_EQ(ramp_weight(1, 0, false), 1.0);
+}
+
+TEST(Schedule, LearningRate) {
+  EXPECT_NEAR(learning_rate(0.03, 400, 800, "cosine"), 0.015, 1e-12);
+  EXPECT_NEAR(learning_rate(0.03, 800, 800, "cosine"), 0.0, 1e-12);
+  EXPECT_NEAR(learning_rate(0.03, 200, 800, "cosine"), 0.015 * (1 + std::sqrt(0.5)), 1e-12);
+  EXPECT_NEAR(learning_rate(0.03, 1, 800, "cosine"),
+              0.015 * (1 + std::cos(std::acos(-1.0) / 800)), 1e-15);
+  EXPECT_NEAR(learning_rate(0.1, 9, 100, "step", {10, 20}), 0.1, 1e-12);
+  EXPECT_NEAR(learning_rate(0.1, 10, 100, "step", {10, 20}), 0.01, 1e-12);
+  EXPECT_NEAR(learning_rate(0.1, 25, 100, "step", {10, 20}, 0.5), 0.025, 1e-12);
+  EXPECT_THROW(learning_rate(0.1, 1, 10, "linear"), invp::Error);
+}
+
+TEST(InvarianceLoss, TopMIndicesMatchesTopk) {
+  torch::manual_seed(3);
+  for (auto dt : {torch::kFloat32, torch::kFloat64}) {
+    auto l = torch::randn({9, 2000}, dt);
+    auto mine = std::get<0>(torch::sort(top_m_indices(l, 300), 1));
+    auto ref = std::get<0>(torch::sort(std::get<1>(torch::topk(l, 300, 1, true, false)), 1));
+    EXPECT_TRUE(torch::equal(mine, ref));
+  }
+  // Ties: the set may differ, the selected values (hence every sum) may not.
+  auto t = torch::randint(0, 5, {7, 50}, torch::kFloat32);
+  auto mine = std::get<0>(torch::sort(t.gather(1, top_m_indices(t, 13)), 1));
+  auto ref = std::get<0>(torch::sort(std::get<0>(torch::topk(t, 13, 1)), 1));
+  EXPECT_TRUE(torch::equal(mine, ref));
+  auto idx = top_m_indices(t, 13);  // distinct indices per row
+  EXPECT_TRUE(std::get<0>(torch::sort(idx, 1)).diff(1, 1).gt(0).all().item<bool>());
+  EXPECT_TRUE(torch::equal(top_m_indices(t, 50), torch::arange(50).expand({7, 50})));
+}
