@@ -1,4 +1,4 @@
-// `invp train` and `invp eval knn`.
+// `invp train`.
 #include "common.h"
 
 #include <invp/core/log.h>
@@ -13,6 +13,7 @@ namespace invp::app {
 namespace {
 void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--data", c.data, "Training SOURCE (labels, if any, are used only for monitoring)")->capture_default_str();
+  t->add_option("--limit", c.limit, "Train on the first N items only (0 = all)")->capture_default_str();
   t->add_option("--test-data", c.test_data, "Labelled SOURCE for the weighted-kNN monitor (K 200, sigma 0.07, against the bank)");
   t->add_option("--input-size", c.input_size, "Square input side fed to the network")->capture_default_str();
   t->add_option("--channels", c.channels, "Input channels: 1, 3, or 0 for the source's own")->capture_default_str();

@@ -1,6 +1,7 @@
 #include <invp/core/atomic_file.h>
 #include <invp/core/error.h>
 #include <invp/core/hash.h>
+#include <invp/core/lock_file.h>
 #include <invp/core/threads.h>
 
 #include <gtest/gtest.h>
@@ -11,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace fs = std::filesystem;
 
@@ -86,4 +89,32 @@ TEST(Threads, ResolveOrder) {
   EXPECT_EQ(invp::resolve_thread_budget(0), 3);  // then the env twin
   ::unsetenv("INVP_THREADS");
   EXPECT_GE(invp::resolve_thread_budget(0), 1);  // then the cores
+}
+
+// One writer per directory: a second lock on the same directory names the holder; the lock
+// is free again once the holder is gone.
+TEST(DirLock, SecondHolderRefusedThenTakenOver) {
+  auto dir = (std::filesystem::temp_directory_path() / ("invp-lock-" + std::to_string(::getpid()))).string();
+  {
+    invp::DirLock first(dir);
+    try {
+      invp::DirLock second(dir);
+      FAIL() << "second lock should be refused";
+    } catch (const invp::Error& e) {
+      std::string msg = e.what();
+      EXPECT_NE(msg.find(dir), std::string::npos);
+      EXPECT_NE(msg.find("pid " + std::to_string(::getpid())), std::string::npos) << msg;
+    }
+  }
+  EXPECT_NO_THROW(invp::DirLock again(dir));
+  // A lock held by a process that died (here: a child that exits while holding it) is taken over.
+  pid_t child = ::fork();
+  if (child == 0) {
+    invp::DirLock held(dir);
+    std::_Exit(0);  // no destructor: the kernel drops the lock
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_NO_THROW(invp::DirLock after_death(dir));
+  std::filesystem::remove_all(dir);
 }

@@ -14,6 +14,8 @@
 #include "invp/core/error.h"
 #include "invp/data/dataset.h"
 #include "invp/data/decode.h"
+#include "invp/data/fetch.h"
+#include "invp/data/montage.h"
 #include "invp/data/scan.h"
 
 namespace fs = std::filesystem;
@@ -375,4 +377,39 @@ TEST(RealData, FashionMnist) {
   EXPECT_EQ(s.image.width, 28);
   EXPECT_EQ(s.image.channels, 1);
   EXPECT_EQ(train->class_names().size(), 10u);
+}
+
+// Items come back from their recorded paths (container "#index" or file), subsets renumber
+// but keep paths and labels, and single images written out decode to the same pixels.
+TEST(Fetch, PathsSubsetsAndPngRoundTrip) {
+  TmpDir t;
+  const auto img = t / "m/train-images-idx3-ubyte";
+  write_file(img, idx_images(6, 4, 3));
+  write_file(t / "m/train-labels-idx1-ubyte", idx_labels(6));
+  const auto b1 = t / "c10/data_batch_1.bin";
+  write_file(b1, cifar(3, false));
+  auto idx = open_dataset(img);
+  ImageFetcher grey(1), rgb(3);
+  EXPECT_EQ(grey.get(img + "#4").pixels, idx->get(4).image.pixels);
+  EXPECT_EQ(rgb.get(b1 + "#2").pixels, open_dataset(b1)->get(2).image.pixels);
+  EXPECT_THROW(grey.get(img + "#6"), invp::Error);
+  EXPECT_THROW(grey.get((t.dir / "missing.png").string()), invp::Error);
+
+  auto sub = subset(idx, 2, 10);  // clamped to the 4 items left
+  ASSERT_EQ(sub->size(), 4u);
+  EXPECT_EQ(sub->get(0).index, 0);
+  EXPECT_EQ(sub->get(0).path, img + "#2");
+  EXPECT_EQ(sub->label(1), idx->label(3));
+  EXPECT_EQ(subset(idx, 9, 1)->size(), 0u);
+
+  const auto png_path = t / "one.png";
+  write_image_png(idx->get(1).image, png_path);
+  auto files = open_files({png_path}, {1});
+  EXPECT_EQ(files->get(0).image.pixels, idx->get(1).image.pixels);
+  EXPECT_THROW(open_files({(t.dir / "nope.png").string()}), invp::Error);
+
+  const auto chart = t / "chart.png";
+  write_bar_chart("purity", {"a", "b", "c"}, {0.5, 1.0, 0.25}, chart);
+  auto c = read_image_file(chart, 3);
+  EXPECT_EQ(c.height, 36 + 3 * 22 + 12);  // title strip + one row per bar + margin
 }

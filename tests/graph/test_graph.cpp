@@ -173,3 +173,41 @@ TEST(Propagate, InvalidInputsThrow) {
   EXPECT_THROW(propagate(KnnGraph::zeros(4, 200), ids({0}), 5, PropagationMode::Concat),
                invp::Error);
 }
+
+// bfs_hops (lazy, hop by hop) walks the same nodes in the same order as propagate(Bfs).
+TEST(BfsHops, MatchesVectorisedBfsOnRandomGraphs) {
+  for (int trial = 0; trial < 5; ++trial) {
+    const int64_t n = 60;
+    const int k = 3;
+    auto nb = at::randint(0, n, {n, k}, at::kLong);
+    invp::graph::KnnGraph g;
+    g.neighbors = nb;
+    auto anchors = at::arange(0, n, at::kLong);
+    auto prop = invp::graph::propagate(g, anchors, 3, invp::graph::PropagationMode::Bfs);
+    auto row_of = [&](int64_t i) {
+      std::vector<int64_t> r(nb[i].data_ptr<int64_t>(), nb[i].data_ptr<int64_t>() + k);
+      return r;
+    };
+    for (int64_t a = 0; a < n; ++a) {
+      auto hops = invp::graph::bfs_hops(row_of, a, 3);
+      std::vector<int64_t> flat;
+      for (auto& h : hops) flat.insert(flat.end(), h.begin(), h.end());
+      std::vector<int64_t> expect;
+      for (int64_t j = 0; j < prop.size(1); ++j)
+        if (prop[a][j].item<int64_t>() >= 0) expect.push_back(prop[a][j].item<int64_t>());
+      ASSERT_EQ(flat, expect) << "anchor " << a;
+      ASSERT_LE(hops.size(), 3u);
+    }
+  }
+}
+
+TEST(BfsHops, VirtualAnchorUsesFirstHopAndDepth) {
+  // Path graph 0→1→2→3→4; virtual anchor reaching {2}: hops {2}, {3}, {4}.
+  auto row_of = [](int64_t i) { return std::vector<int64_t>{i < 4 ? i + 1 : 4}; };
+  auto hops = invp::graph::bfs_hops(row_of, -1, 3, {2});
+  ASSERT_EQ(hops.size(), 3u);
+  EXPECT_EQ(hops[0], std::vector<int64_t>{2});
+  EXPECT_EQ(hops[1], std::vector<int64_t>{3});
+  EXPECT_EQ(hops[2], std::vector<int64_t>{4});
+  EXPECT_THROW(invp::graph::bfs_hops(row_of, 0, 0), invp::Error);
+}

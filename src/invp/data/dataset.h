@@ -49,6 +49,14 @@ class Dataset {
 // Throws invp::Error for a missing/unknown source or one that yields no image.
 std::shared_ptr<Dataset> open_dataset(const std::string& source, const OpenOptions& opts = {});
 
+// Image files given one by one (query images), decoded lazily, unlabelled. Missing files
+// throw invp::Error naming the path at once; undecodable ones when get() reaches them.
+std::shared_ptr<Dataset> open_files(const std::vector<std::string>& paths, const OpenOptions& opts = {});
+
+// Items [start, start+count) of BASE as a data set of its own (indices renumbered from 0;
+// paths, labels and class names kept). count is clamped to what BASE has after start.
+std::shared_ptr<Dataset> subset(std::shared_ptr<const Dataset> base, size_t start, size_t count);
+
 // What scan_dataset() (scan.h) found after decoding every item.
 struct ScanReport {
   size_t ok = 0, bad = 0;

@@ -106,6 +106,7 @@ Loader::Slot Loader::build(size_t b) {
     std::vector<Image> images;
     std::vector<int64_t> idx;
     std::vector<int64_t> labels;
+    std::vector<std::string> paths;
     images.reserve(end - begin);
     for (size_t k = begin; k < end; ++k) {
       const int64_t i = order_[k];
@@ -122,6 +123,7 @@ Loader::Slot Loader::build(size_t b) {
       images.push_back(augment(s.image, opts_.augment, rng));
       idx.push_back(i);
       labels.push_back(s.label);
+      paths.push_back(std::move(s.path));
     }
     if (images.empty()) return slot;
     const int64_t n = int64_t(images.size());
@@ -140,6 +142,7 @@ Loader::Slot Loader::build(size_t b) {
     batch.images = out;
     batch.indices = torch::from_blob(idx.data(), {n}, torch::kInt64).clone();
     batch.labels = torch::from_blob(labels.data(), {n}, torch::kInt64).clone();
+    batch.paths = std::move(paths);
     slot.batch = std::move(batch);
   } catch (...) {
     slot.error = std::current_exception();

@@ -24,6 +24,7 @@ struct Batch {
   torch::Tensor images;   // N x C x H x W float, normalised
   torch::Tensor indices;  // int64 N, dataset indices
   torch::Tensor labels;   // int64 N
+  std::vector<std::string> paths;  // N source paths ("<file>#<index>" inside containers)
 };
 
 struct LoaderOptions {

@@ -3,14 +3,22 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
+#include <cstdio>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <system_error>
 
+#include "invp/core/atomic_file.h"
 #include "invp/core/error.h"
 
 namespace invp::data {
+namespace {
+// Encodes and commits a picture atomically (temp file, fsync, rename).
+void save_png(const cv::Mat& bgr, const std::string& out_png) {
+  std::vector<uint8_t> png;
+  if (!cv::imencode(".png", bgr, png)) throw Error(out_png, "cannot encode the PNG");
+  write_file_atomically(out_png, std::string(png.begin(), png.end()));
+}
+}  // namespace
 
 void write_montage(const std::vector<Image>& tiles, const std::vector<std::string>& captions,
                    int cols, int tile_px, const std::string& out_png) {
@@ -53,26 +61,44 @@ void write_montage(const std::vector<Image>& tiles, const std::vector<std::strin
     }
   }
 
-  std::vector<uint8_t> png;
-  if (!cv::imencode(".png", sheet, png)) throw Error(out_png, "cannot encode the montage");
-  const std::string tmp = out_png + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw Error(out_png, "cannot write", "check that the directory exists and is writable");
-    f.write(reinterpret_cast<const char*>(png.data()), std::streamsize(png.size()));
-    f.close();
-    if (!f) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      throw Error(out_png, "cannot write", "is the disk full?");
-    }
+  save_png(sheet, out_png);
+}
+
+void write_image_png(const Image& img, const std::string& out_png) {
+  if (img.empty() || (img.channels != 1 && img.channels != 3)) throw Error(out_png, "no image to write");
+  cv::Mat src(img.height, img.width, CV_8UC(img.channels), const_cast<uint8_t*>(img.pixels.data()));
+  cv::Mat bgr;
+  if (img.channels == 3) cv::cvtColor(src, bgr, cv::COLOR_RGB2BGR);
+  else bgr = src;
+  save_png(bgr, out_png);
+}
+
+void write_bar_chart(const std::string& title, const std::vector<std::string>& names,
+                     const std::vector<double>& values, const std::string& out_png) {
+  if (names.empty() || names.size() != values.size())
+    throw Error(out_png, "bar chart needs one value per name");
+  const int font = cv::FONT_HERSHEY_SIMPLEX;
+  const double fs = 0.45;
+  int base = 0, label_w = 0;
+  for (const auto& n : names) label_w = std::max(label_w, cv::getTextSize(n, font, fs, 1, &base).width);
+  label_w = std::min(label_w, 220);
+  const int bar_w = 360, row_h = 22, top = 36, left = label_w + 16;
+  const int width = left + bar_w + 70, height = top + int(names.size()) * row_h + 12;
+  cv::Mat img(height, width, CV_8UC3, cv::Scalar(255, 255, 255));
+  cv::putText(img, title, cv::Point(8, 22), font, 0.55, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
+  for (size_t i = 0; i < names.size(); ++i) {
+    const int y = top + int(i) * row_h;
+    const double v = std::clamp(values[i], 0.0, 1.0);
+    cv::putText(img, names[i], cv::Point(8, y + 15), font, fs, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
+    cv::rectangle(img, cv::Rect(left, y + 3, bar_w, row_h - 6), cv::Scalar(235, 235, 235), cv::FILLED);
+    cv::rectangle(img, cv::Rect(left, y + 3, std::max(1, int(std::lround(v * bar_w))), row_h - 6),
+                  cv::Scalar(180, 119, 31), cv::FILLED);
+    char txt[32];
+    std::snprintf(txt, sizeof txt, "%.1f%%", 100.0 * values[i]);
+    cv::putText(img, txt, cv::Point(left + bar_w + 6, y + 15), font, fs, cv::Scalar(0, 0, 0), 1,
+                cv::LINE_AA);
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, out_png, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    throw Error(out_png, "cannot write: " + ec.message());
-  }
+  save_png(img, out_png);
 }
 
 }  // namespace invp::data

@@ -16,8 +16,16 @@ constexpr int kMontageCaptionH = 14;  // caption strip under each tile
 // (nearest-neighbour when enlarging, so small images stay crisp), with captions[i] under
 // tile i (missing captions are blank) on white. The PNG is
 // (cols*(tile_px+pad)+pad) wide and (rows*(tile_px+caption+pad)+pad) high, written to
-// out_png + ".tmp" and renamed into place. Throws invp::Error(out_png, ...) on failure.
+// atomically (temp file + rename). Throws invp::Error(out_png, ...) on failure.
 void write_montage(const std::vector<Image>& tiles, const std::vector<std::string>& captions,
                    int cols, int tile_px, const std::string& out_png);
+
+// Writes one image (1 or 3 channels, RGB order) as a PNG, atomically.
+void write_image_png(const Image& img, const std::string& out_png);
+
+// A horizontal bar chart of VALUES (shares in [0,1], drawn as percentages), one labelled
+// bar per name, with TITLE on top; written atomically as a PNG.
+void write_bar_chart(const std::string& title, const std::vector<std::string>& names,
+                     const std::vector<double>& values, const std::string& out_png);
 
 }  // namespace invp::data

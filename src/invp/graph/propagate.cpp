@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 namespace invp::graph {
@@ -100,6 +101,31 @@ at::Tensor propagate(const KnnGraph& graph, const at::Tensor& anchors, int depth
   check(nb, "graph neighbour ids");
   return mode == PropagationMode::Concat ? propagate_concat(nb, an, depth)
                                          : propagate_bfs(nb, an, depth);
+}
+
+}  // namespace invp::graph
+
+namespace invp::graph {
+
+std::vector<std::vector<int64_t>> bfs_hops(const std::function<std::vector<int64_t>(int64_t)>& neighbors_of,
+                                           int64_t anchor, int depth,
+                                           const std::vector<int64_t>& first_hop) {
+  if (depth < 1) throw Error("", "propagation depth must be >= 1");
+  std::unordered_set<int64_t> seen{anchor};
+  std::vector<std::vector<int64_t>> hops;
+  std::vector<int64_t> frontier{anchor};
+  for (int h = 0; h < depth && !frontier.empty(); ++h) {
+    std::vector<int64_t> next;
+    for (int64_t node : frontier) {
+      auto nb = (h == 0 && anchor < 0) ? first_hop : neighbors_of(node);
+      for (int64_t j : nb)
+        if (j >= 0 && seen.insert(j).second) next.push_back(j);
+    }
+    if (next.empty()) break;
+    hops.push_back(next);
+    frontier = std::move(next);
+  }
+  return hops;
 }
 
 }  // namespace invp::graph

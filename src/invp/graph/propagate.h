@@ -15,6 +15,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <functional>
+#include <vector>
+
 namespace invp::graph {
 
 enum class PropagationMode { Bfs, Concat };
@@ -23,5 +27,19 @@ enum class PropagationMode { Bfs, Concat };
 // graph, or a Concat result larger than 2^31 entries.
 at::Tensor propagate(const KnnGraph& graph, const at::Tensor& anchors, int depth,
                      PropagationMode mode = PropagationMode::Bfs);
+
+}  // namespace invp::graph
+
+namespace invp::graph {
+
+// The same exact BFS as PropagationMode::Bfs, hop by hop, for one anchor over a graph given
+// as a function (node → its neighbour list, most similar first), so that large collections
+// can be walked lazily (e.g. neighbours looked up in an ANN index on demand). hops[h] holds
+// the nodes first reached at distance h+1, in discovery order; the anchor (which may be
+// −1 for a virtual anchor whose list is `first_hop`) never appears. With
+// neighbors_of = the rows of a KnnGraph, the concatenated hops equal propagate(..., Bfs).
+std::vector<std::vector<int64_t>> bfs_hops(const std::function<std::vector<int64_t>(int64_t)>& neighbors_of,
+                                           int64_t anchor, int depth,
+                                           const std::vector<int64_t>& first_hop = {});
 
 }  // namespace invp::graph

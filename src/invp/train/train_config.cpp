@@ -8,7 +8,7 @@ namespace invp::train {
 using nlohmann::json;
 
 #define INVP_TRAIN_DEFINING(X)                                                                 \
-  X(data) X(input_size) X(channels) X(arch_depth) X(stem) X(width) X(head) X(dim) X(tau)       \
+  X(data) X(limit) X(input_size) X(channels) X(arch_depth) X(stem) X(width) X(head) X(dim) X(tau)       \
   X(background) X(knn) X(hops) X(hard_positives) X(lambda) X(warmup) X(bank_momentum) X(ramp)  \
   X(denominator) X(propagation) X(graph) X(loss) X(lr) X(momentum) X(weight_decay)            \
   X(schedule) X(batch_size) X(seed)
@@ -42,6 +42,7 @@ void TrainConfig::validate() const {
   if (epochs < 1 || batch_size < 1 || knn < 1 || hops < 1 || hard_positives < 1 || background < 1)
     throw Error("", "epochs, batch-size, knn, hops, hard-positives and background must be >= 1");
   if (tau <= 0) throw Error("", "--tau must be positive");
+  if (limit < 0) throw Error("", "--limit must be >= 0");
   if (input_size < 8) throw Error("", "--input-size must be at least 8");
 }
 

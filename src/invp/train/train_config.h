@@ -10,6 +10,7 @@ struct TrainConfig {
   // data
   std::string data = "/usr/share/datasets/fashion-mnist:train";
   std::string test_data;         // for the weighted-kNN monitor (labels needed)
+  int64_t limit = 0;             // train on the first `limit` items only (0 = all)
   int input_size = 28;
   int channels = 0;              // 0 = the source's own (1 for grey IDX)
   // encoder (ALGORITHM.md: ResNet-18 small stem, MLP head, D 128)

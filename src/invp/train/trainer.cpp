@@ -79,6 +79,7 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   s.out = out_dir;
   fs::create_directories(out_dir);
   s.ds = data::open_dataset(cfg.data, {cfg.channels, false});
+  if (cfg.limit > 0 && size_t(cfg.limit) < s.ds->size()) s.ds = data::subset(s.ds, 0, size_t(cfg.limit));
   if (!cfg.test_data.empty()) s.test_ds = data::open_dataset(cfg.test_data, {s.ds->channels(), false});
   int64_t n = int64_t(s.ds->size());
   std::vector<int64_t> labels(n);
