@@ -358,3 +358,161 @@ TEST(InvarianceLoss, TopMIndicesMatchesTopk) {
   EXPECT_TRUE(std::get<0>(torch::sort(idx, 1)).diff(1, 1).gt(0).all().item<bool>());
   EXPECT_TRUE(torch::equal(top_m_indices(t, 50), torch::arange(50).expand({7, 50})));
 }
+
+namespace {
+
+// Naive reference of the losses with plain torch ops in double, differentiated by autograd
+// (B × N exp, explicit per-row selections; selections are made on detached values).
+LossResult naive_loss(const torch::Tensor& z, const torch::Tensor& bank,
+                      const torch::Tensor& anchors, const torch::Tensor& prop, double w,
+                      const LossConfig& cfg) {
+  const int64_t B = z.size(0), N = bank.size(0);
+  const int64_t M = std::min<int64_t>(cfg.background, N);
+  auto logits = z.mm(bank.t()) / static_cast<double>(cfg.tau);
+  auto e = (logits - std::get<0>(logits.detach().max(1, true))).exp();
+  auto top = std::get<1>(logits.detach().topk(M, 1));
+  auto S = e.gather(1, top).sum(1);
+  auto ea = e.gather(1, anchors.unsqueeze(1)).squeeze(1);
+  LossResult r;
+  r.instance = (-torch::log(ea / S + 1e-7)).mean();
+  std::vector<torch::Tensor> rows;
+  for (int64_t i = 0; i < B; ++i) {
+    std::vector<int64_t> members;
+    for (int64_t k = 0; k < prop.size(1); ++k)
+      if (prop[i][k].item<int64_t>() >= 0) members.push_back(prop[i][k].item<int64_t>());
+    if (members.empty()) {
+      rows.push_back(torch::zeros({}, z.options()));
+      continue;
+    }
+    auto li = logits[i].detach();
+    std::stable_sort(members.begin(), members.end(), [&](int64_t a, int64_t b) {
+      return li[a].item<double>() < li[b].item<double>();
+    });
+    members.resize(std::min<size_t>(members.size(), static_cast<size_t>(cfg.hard_positives)));
+    auto H = e[i].index_select(0, torch::tensor(members)).sum();  // with multiplicity
+    torch::Tensor den;
+    if (cfg.denominator == Denominator::Reference) {
+      den = S[i] - ea[i];
+    } else {
+      auto in_n = torch::zeros({N}, torch::kBool);
+      for (int64_t k = 0; k < prop.size(1); ++k)
+        if (prop[i][k].item<int64_t>() >= 0) in_n[prop[i][k].item<int64_t>()] = true;
+      auto keep = in_n.index_select(0, top[i]).logical_not();
+      den = (e[i].index_select(0, top[i]) * keep.to(torch::kFloat64)).sum() + H;
+    }
+    rows.push_back(-torch::log(H / den + 1e-7));
+  }
+  r.invariance = torch::stack(rows).mean();
+  r.total = r.instance + w * r.invariance;
+  return r;
+}
+
+}  // namespace
+
+TEST(InvarianceLoss, HandWrittenGradientMatchesAutogradOfNaiveLoss) {
+  torch::manual_seed(11);
+  const int64_t N = 60, D = 8, B = 7;
+  auto bank = torch::nn::functional::normalize(torch::randn({N, D}, torch::kFloat64),
+                                               torch::nn::functional::NormalizeFuncOptions().dim(1));
+  auto anchors = torch::tensor({3L, 10L, 17L, 24L, 31L, 38L, 45L});
+  auto z0 = torch::nn::functional::normalize(
+      bank.index_select(0, anchors) + 0.5 * torch::randn({B, D}, torch::kFloat64),
+      torch::nn::functional::NormalizeFuncOptions().dim(1));
+  // Row 6: z points away from its anchor's bank row, so the anchor is outside B_M(6).
+  z0[6] = -bank[45];
+  auto prop = torch::tensor({{5L, 5L, 3L, 7L, 5L, 8L, 9L, 11L},      // duplicates + the anchor
+                             {-1L, -1L, -1L, -1L, -1L, -1L, -1L, -1L}, // empty N(i)
+                             {1L, -1L, 2L, -1L, -1L, -1L, -1L, -1L},   // |N(i)| = 2 < P
+                             {4L, 12L, 13L, 14L, 15L, 16L, 18L, 19L},
+                             {20L, 21L, 22L, 20L, 23L, 25L, 26L, -1L},
+                             {27L, 28L, 29L, 30L, 32L, 33L, 34L, 35L},
+                             {44L, 46L, 46L, 47L, 0L, -1L, 1L, 2L}});
+  for (auto d : {Denominator::Reference, Denominator::Paper}) {
+    for (int which = 0; which < 3; ++which) {  // total, instance alone, invariance alone
+      LossConfig cfg;
+      cfg.tau = 0.2f;
+      cfg.background = 15;
+      cfg.hard_positives = 4;
+      cfg.denominator = d;
+      auto z1 = z0.clone().requires_grad_(true);
+      auto z2 = z0.clone().requires_grad_(true);
+      auto mine = invariance_loss(z1, bank, anchors, prop, 0.6, cfg);
+      auto ref = naive_loss(z2, bank, anchors, prop, 0.6, cfg);
+      EXPECT_NEAR(val(mine.instance), val(ref.instance), 1e-12);
+      EXPECT_NEAR(val(mine.invariance), val(ref.invariance), 1e-12);
+      EXPECT_NEAR(val(mine.total), val(ref.total), 1e-12);
+      (which == 0 ? mine.total : which == 1 ? mine.instance : mine.invariance).backward();
+      (which == 0 ? ref.total : which == 1 ? ref.instance : ref.invariance).backward();
+      ASSERT_TRUE(z1.grad().defined());
+      EXPECT_TRUE(torch::allclose(z1.grad(), z2.grad(), 1e-9, 1e-12))
+          << "denominator " << int(d) << " output " << which << "\n"
+          << z1.grad() << "\n" << z2.grad();
+      EXPECT_GT(val(z1.grad().abs().max()), 1e-3);
+      // The empty row still has the instance gradient, and nothing else.
+      if (which == 2) EXPECT_EQ(val(z1.grad()[1].abs().max()), 0.0);
+    }
+    // The anchor of row 6 really is outside B_M(6).
+    auto top6 = top_m_indices(z0.mm(bank.t()), 15)[6];
+    EXPECT_FALSE(top6.eq(45).any().item<bool>());
+  }
+  // Without L_inv the gradient is the instance loss's.
+  LossConfig cfg;
+  cfg.background = 15;
+  cfg.use_invariance = false;
+  auto z1 = z0.clone().requires_grad_(true);
+  auto z2 = z0.clone().requires_grad_(true);
+  invariance_loss(z1, bank, anchors, torch::Tensor(), 0.6, cfg).total.backward();
+  naive_loss(z2, bank, anchors, prop, 0.6, cfg).instance.backward();
+  EXPECT_TRUE(torch::allclose(z1.grad(), z2.grad(), 1e-9, 1e-12));
+}
+
+TEST(InvarianceLoss, HandWrittenGradientFloat32) {
+  torch::manual_seed(5);
+  const int64_t N = 3000, D = 16, B = 9;
+  auto bank = torch::nn::functional::normalize(torch::randn({N, D}),
+                                               torch::nn::functional::NormalizeFuncOptions().dim(1));
+  auto anchors = torch::randperm(N, torch::kLong).narrow(0, 0, B);
+  auto z0 = torch::nn::functional::normalize(bank.index_select(0, anchors) + 0.3 * torch::randn({B, D}),
+                                             torch::nn::functional::NormalizeFuncOptions().dim(1));
+  auto prop = torch::randint(-1, N, {B, 30}, torch::kLong);
+  for (auto d : {Denominator::Reference, Denominator::Paper}) {
+    LossConfig cfg;
+    cfg.background = 500;
+    cfg.hard_positives = 10;
+    cfg.denominator = d;
+    auto z1 = z0.clone().requires_grad_(true);
+    auto z2 = z0.to(torch::kFloat64).requires_grad_(true);
+    auto mine = invariance_loss(z1, bank, anchors, prop, 0.6, cfg);
+    auto ref = naive_loss(z2, bank.to(torch::kFloat64), anchors, prop, 0.6, cfg);
+    EXPECT_EQ(mine.total.scalar_type(), torch::kFloat32);
+    EXPECT_NEAR(val(mine.total), val(ref.total), 1e-4);
+    mine.total.backward();
+    ref.total.backward();
+    EXPECT_TRUE(torch::allclose(z1.grad().to(torch::kFloat64), z2.grad(), 1e-3, 1e-5));
+  }
+}
+
+TEST(InvarianceLoss, TopMIndicesSampledPathMatchesTopk) {
+  // N >= 16384 takes the sampled-threshold path.
+  torch::manual_seed(8);
+  for (auto dt : {torch::kFloat32, torch::kFloat64}) {
+    auto l = torch::randn({5, 20000}, dt);
+    auto mine = std::get<0>(torch::sort(top_m_indices(l, 1000), 1));
+    auto ref = std::get<0>(torch::sort(std::get<1>(torch::topk(l, 1000, 1, true, false)), 1));
+    EXPECT_TRUE(torch::equal(mine, ref));
+  }
+  // Ties: same selected values.
+  auto t = torch::randint(0, 50, {4, 20000}, torch::kFloat32);
+  auto mine = std::get<0>(torch::sort(t.gather(1, top_m_indices(t, 1000)), 1));
+  auto ref = std::get<0>(torch::sort(std::get<0>(torch::topk(t, 1000, 1)), 1));
+  EXPECT_TRUE(torch::equal(mine, ref));
+  // A row whose strided sample is unrepresentative (large values exactly on the sampled
+  // columns) falls back to the exact path; a sorted row; a NaN row (topk semantics).
+  auto adv = torch::rand({3, 20000});
+  adv[0].slice(0, 0, 300 * (20000 / 2048), 20000 / 2048).fill_(10.0);  // 300 < M candidates
+  adv[1] = torch::arange(20000, torch::kFloat32);
+  adv[2][123] = std::nanf("");
+  auto mine2 = std::get<0>(torch::sort(top_m_indices(adv, 1000), 1));
+  auto ref2 = std::get<0>(torch::sort(std::get<1>(torch::topk(adv, 1000, 1, true, false)), 1));
+  EXPECT_TRUE(torch::equal(mine2, ref2));
+}

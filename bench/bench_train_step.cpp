@@ -1,0 +1,301 @@
+// Training-step cost of the real pieces on synthetic data: encoder forward, encoder backward
+// + SGD step, and the method side (propagation, loss forward, loss backward, bank update).
+// The loss backward is timed on its own by running the loss on a detached copy of z and then
+// feeding its gradient into the encoder (same gradients as one backward through both).
+//
+// Usage: bench_train_step [--threads N] [--steps N] [--warmup N] [--preset paper|cpu|both]
+//                         [--bank N] [--batch B] [--denominator reference|paper]
+//                         [--propagation bfs|concat] [--graph random|knn]
+//                         [--loss-only] [--reps N]
+//   paper: ResNet-18, small stem, width 64, 3 channels, 32 px, MLP head, D = 128.
+//   cpu:   configs/fashion-mnist.toml: ResNet-18, small stem, width 16, 1 channel, 28 px,
+//          MLP head, D = 128.
+//   Both with B = 128, an N = 60000 bank, M = 4096, k = 4, 3 hops, P = 20, τ = 0.2, the
+//   invariance term on (after the warm-up epochs), SGD momentum 0.9, weight decay 5e-4.
+//   --graph random (default) draws k random neighbours per node (the propagated sets then
+//   have the size of a real graph's); knn builds the exact FAISS graph of the bank (slow).
+//   --loss-only times invariance_loss alone (forward, forward+backward) for both
+//   denominators, median of --reps runs.
+#include <invp/core/threads.h>
+#include <invp/graph/knn_graph.h>
+#include <invp/graph/propagate.h>
+#include <invp/model/encoder.h>
+#include <invp/train/invariance_loss.h>
+#include <invp/train/memory_bank.h>
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <vector>
+
+using namespace invp;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Options {
+  int threads = 0;
+  int steps = 5;
+  int warmup = 1;
+  std::string preset = "both";
+  int64_t bank = 60000;
+  int64_t batch = 128;
+  std::string denominator = "reference";
+  std::string propagation = "bfs";
+  std::string graph = "random";
+  bool loss_only = false;
+  int reps = 15;
+};
+
+struct Preset {
+  std::string name;
+  model::EncoderConfig enc;
+  int size = 32;
+};
+
+Preset make_preset(const std::string& name) {
+  Preset p;
+  p.name = name;
+  p.enc.depth = 18;
+  p.enc.stem = "small";
+  p.enc.head = "mlp";
+  p.enc.dim = 128;
+  if (name == "paper") {
+    p.enc.width = 64;
+    p.enc.in_channels = 3;
+    p.size = 32;
+  } else {  // configs/fashion-mnist.toml
+    p.enc.width = 16;
+    p.enc.in_channels = 1;
+    p.size = 28;
+  }
+  p.enc.validate();
+  return p;
+}
+
+torch::Tensor normalise_rows(const torch::Tensor& x) {
+  return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));
+}
+
+graph::KnnGraph make_graph(const torch::Tensor& bank, int k, const std::string& kind) {
+  if (kind == "knn") return graph::KnnGraph::build(bank, k);
+  const int64_t n = bank.size(0);
+  auto g = graph::KnnGraph::zeros(n, k);
+  // Random other nodes: offset 1..n-1 from the node itself, so self is excluded.
+  auto off = torch::randint(1, n, {n, k}, torch::kLong);
+  g.neighbors = (torch::arange(n, torch::kLong).unsqueeze(1) + off).remainder(n);
+  return g;
+}
+
+train::LossConfig loss_config(const std::string& denominator) {
+  train::LossConfig c;
+  c.tau = 0.2f;
+  c.background = 4096;
+  c.hard_positives = 20;
+  c.denominator = denominator == "paper" ? train::Denominator::Paper : train::Denominator::Reference;
+  c.use_invariance = true;
+  return c;
+}
+
+struct StepTimes {
+  std::vector<double> forward, backward_opt, propagate, loss_fwd, loss_bwd, bank_update, step;
+};
+
+void run_preset(const Preset& p, const Options& o) {
+  torch::manual_seed(1);
+  model::Encoder net(p.enc);
+  net->train();
+  torch::optim::SGD opt(net->parameters(),
+                        torch::optim::SGDOptions(0.03).momentum(0.9).weight_decay(5e-4));
+  train::MemoryBank bank(o.bank, p.enc.dim, 7);
+  bank.data().copy_(normalise_rows(bank.data()));  // a trained bank has unit rows
+  auto g = make_graph(bank.data(), 4, o.graph);
+  auto mode = o.propagation == "concat" ? graph::PropagationMode::Concat : graph::PropagationMode::Bfs;
+  auto cfg = loss_config(o.denominator);
+  const int64_t B = o.batch;
+
+  StepTimes t;
+  for (int s = 0; s < o.warmup + o.steps; ++s) {
+    auto images = torch::randn({B, p.enc.in_channels, p.size, p.size});
+    auto indices = torch::randperm(o.bank, torch::kLong).narrow(0, 0, B).contiguous();
+    auto t_step = Clock::now();
+
+    auto t0 = Clock::now();
+    auto z = normalise_rows(net->forward(images));
+    const double fwd = ms_since(t0);
+
+    t0 = Clock::now();
+    auto propagated = graph::propagate(g, indices, 3, mode);
+    const double prop = ms_since(t0);
+
+    t0 = Clock::now();
+    auto zl = z.detach().requires_grad_(true);
+    auto loss = train::invariance_loss(zl, bank.data(), indices, propagated, 0.6, cfg);
+    const double lf = ms_since(t0);
+
+    t0 = Clock::now();
+    loss.total.backward();
+    const double lb = ms_since(t0);
+
+    t0 = Clock::now();
+    opt.zero_grad();
+    z.backward(zl.grad());
+    opt.step();
+    const double bwd = ms_since(t0);
+
+    t0 = Clock::now();
+    bank.update(indices, z.detach(), 0.5f);
+    const double bu = ms_since(t0);
+    const double step = ms_since(t_step);
+    (void)loss.total.item<double>();
+
+    if (s < o.warmup) continue;
+    t.forward.push_back(fwd);
+    t.backward_opt.push_back(bwd);
+    t.propagate.push_back(prop);
+    t.loss_fwd.push_back(lf);
+    t.loss_bwd.push_back(lb);
+    t.bank_update.push_back(bu);
+    t.step.push_back(step);
+  }
+
+  const double f = median(t.forward), b = median(t.backward_opt), pr = median(t.propagate),
+               lf = median(t.loss_fwd), lb = median(t.loss_bwd), bu = median(t.bank_update),
+               st = median(t.step);
+  const double method = pr + lf + lb + bu;
+  std::printf("%-6s %4d %5d %9.1f %9.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9.1f %6.1f%% %8.1f\n",
+              p.name.c_str(), thread_budget(), o.steps, f, b, pr, lf, lb, bu, method, st,
+              100.0 * (f + b) / st, 1000.0 * double(B) / st);
+  std::fflush(stdout);
+}
+
+void run_loss_only(const Options& o) {
+  torch::manual_seed(1);
+  const int64_t N = o.bank, B = o.batch, D = 128;
+  auto bank = normalise_rows(torch::randn({N, D}));
+  auto g = make_graph(bank, 4, "random");
+  auto mode = o.propagation == "bfs" ? graph::PropagationMode::Bfs : graph::PropagationMode::Concat;
+  std::printf("%-10s %4s %7s %4s %10s %12s %10s\n", "denom", "thr", "prop", "L", "fwd_ms",
+              "fwd+bwd_ms", "bwd_ms");
+  for (const std::string d : {"reference", "paper"}) {
+    auto cfg = loss_config(d);
+    std::vector<double> fw, fb;
+    int64_t L = 0;
+    for (int r = 0; r < o.reps + 2; ++r) {
+      auto anchors = torch::randperm(N, torch::kLong).narrow(0, 0, B).contiguous();
+      // z near its anchors' bank rows, as after some training.
+      auto z = normalise_rows(bank.index_select(0, anchors) + 0.3 * torch::randn({B, D}))
+                   .requires_grad_(true);
+      auto prop = graph::propagate(g, anchors, 3, mode);
+      L = prop.size(1);
+      auto t0 = Clock::now();
+      {
+        auto l = train::invariance_loss(z, bank, anchors, prop, 0.6, cfg);  // forward only
+        (void)l.total.item<double>();
+      }
+      const double a = ms_since(t0);
+      t0 = Clock::now();
+      auto l = train::invariance_loss(z, bank, anchors, prop, 0.6, cfg);
+      l.total.backward();
+      (void)l.total.item<double>();
+      const double c = ms_since(t0);
+      if (r < 2) continue;
+      fw.push_back(a);
+      fb.push_back(c);
+    }
+    const double mf = median(fw), mfb = median(fb);
+    std::printf("%-10s %4d %7s %4lld %10.1f %12.1f %10.1f\n", d.c_str(), thread_budget(),
+                o.propagation.c_str(), static_cast<long long>(L), mf, mfb, mfb - mf);
+    std::fflush(stdout);
+  }
+}
+
+int int_arg(int& i, int argc, char** argv) {
+  if (i + 1 >= argc) {
+    std::fprintf(stderr, "bench_train_step: %s needs a value\n", argv[i]);
+    std::exit(2);
+  }
+  return std::atoi(argv[++i]);
+}
+
+std::string str_arg(int& i, int argc, char** argv) {
+  if (i + 1 >= argc) {
+    std::fprintf(stderr, "bench_train_step: %s needs a value\n", argv[i]);
+    std::exit(2);
+  }
+  return argv[++i];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--threads") o.threads = int_arg(i, argc, argv);
+    else if (a == "--steps") o.steps = std::max(1, int_arg(i, argc, argv));
+    else if (a == "--warmup") o.warmup = std::max(0, int_arg(i, argc, argv));
+    else if (a == "--preset") o.preset = str_arg(i, argc, argv);
+    else if (a == "--bank") o.bank = std::max(4097, int_arg(i, argc, argv));
+    else if (a == "--batch") o.batch = std::max(1, int_arg(i, argc, argv));
+    else if (a == "--denominator") o.denominator = str_arg(i, argc, argv);
+    else if (a == "--propagation") o.propagation = str_arg(i, argc, argv);
+    else if (a == "--graph") o.graph = str_arg(i, argc, argv);
+    else if (a == "--loss-only") o.loss_only = true;
+    else if (a == "--reps") o.reps = std::max(1, int_arg(i, argc, argv));
+    else {
+      std::fprintf(stderr,
+                   "usage: bench_train_step [--threads N] [--steps N] [--warmup N] "
+                   "[--preset paper|cpu|both] [--bank N] [--batch B] "
+                   "[--denominator reference|paper] [--propagation bfs|concat] "
+                   "[--graph random|knn] [--loss-only] [--reps N]\n");
+      return 2;
+    }
+  }
+  if (o.preset != "paper" && o.preset != "cpu" && o.preset != "both") {
+    std::fprintf(stderr, "bench_train_step: --preset must be paper, cpu or both\n");
+    return 2;
+  }
+  apply_thread_budget(resolve_thread_budget(o.threads));
+  std::printf("# %s\n", thread_report().c_str());
+  try {
+    if (o.loss_only) {
+      std::printf("# invariance_loss alone: B=%lld N=%lld D=128 M=4096 P=20, median of %d\n",
+                  static_cast<long long>(o.batch), static_cast<long long>(o.bank), o.reps);
+      run_loss_only(o);
+      return 0;
+    }
+    std::printf("# B=%lld N=%lld M=4096 k=4 hops=3 P=20 denominator=%s propagation=%s graph=%s; "
+                "medians over %d steps after %d warm-up; times in ms per step\n",
+                static_cast<long long>(o.batch), static_cast<long long>(o.bank),
+                o.denominator.c_str(), o.propagation.c_str(), o.graph.c_str(), o.steps, o.warmup);
+    std::printf("# method = propagate + loss fwd + loss bwd + bank update; "
+                "fwd+bwd%% = (forward + backward/opt) / step\n");
+    std::printf("%-6s %4s %5s %9s %9s %8s %8s %8s %8s %8s %9s %7s %8s\n", "preset", "thr",
+                "steps", "forward", "bwd+opt", "propag", "loss_f", "loss_b", "bank_up",
+                "method", "step", "fwd+bwd", "img/s");
+    if (o.preset == "paper" || o.preset == "both") run_preset(make_preset("paper"), o);
+    if (o.preset == "cpu" || o.preset == "both") run_preset(make_preset("cpu"), o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_train_step: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
