@@ -1,0 +1,231 @@
+// EmbeddingReader: opens embeddings.h5 / meta.h5, validates the layout, reads row blocks.
+#include <invp/core/error.h>
+#include <invp/store/embedding_store.h>
+#include <invp/store/h5_io.h>
+#include <invp/store/row_buffer.h>
+#include <invp/store/vlen_check.h>
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace invp::store {
+namespace {
+
+constexpr const char* kFix = "give a file written by invp embed, or embed again";
+constexpr const char* kDamaged = "the file may be truncated or damaged; embed again";
+constexpr size_t kMaxFixedString = size_t(1) << 16;
+
+struct Extent {
+  int rank = 0;
+  hsize_t dims[2] = {0, 0};
+};
+
+Extent extent_of(const H5::DataSet& ds) {
+  H5::DataSpace s = ds.getSpace();
+  Extent e;
+  if (!s.isSimple()) return e;
+  e.rank = s.getSimpleExtentNdims();
+  if (e.rank >= 1 && e.rank <= 2) s.getSimpleExtentDims(e.dims);
+  return e;
+}
+
+// Selects rows [start, start + n) of a 1-D or 2-D dataset; returns the matching memory space.
+H5::DataSpace select(const H5::DataSet& ds, H5::DataSpace& fs, int64_t start, int64_t n) {
+  fs = ds.getSpace();
+  const Extent e = extent_of(ds);
+  hsize_t offset[2] = {hsize_t(start), 0}, count[2] = {hsize_t(n), e.dims[1]};
+  fs.selectHyperslab(H5S_SELECT_SET, count, offset);
+  return H5::DataSpace(e.rank, count);
+}
+
+std::vector<std::string> read_strings(const H5::DataSet& ds, const char* name, detail::VlenGuard& guard,
+                                      int64_t start, int64_t n) {
+  std::vector<std::string> out(static_cast<size_t>(n));
+  if (n == 0) return out;
+  H5::DataSpace fs;
+  H5::DataSpace ms = select(ds, fs, start, n);
+  H5::StrType ft = ds.getStrType();
+  if (ft.isVariableStr()) {
+    guard.check(ds.getId(), name, start, n);
+    H5::StrType mt(H5::PredType::C_S1, H5T_VARIABLE);
+    mt.setCset(ft.getCset());
+    std::vector<char*> p(out.size(), nullptr);
+    struct Reclaim {  // frees what HDF5 allocated, also when the read throws half-way
+      hid_t t, s;
+      std::vector<char*>& p;
+      ~Reclaim() { H5Dvlen_reclaim(t, s, H5P_DEFAULT, p.data()); }
+    } reclaim{mt.getId(), ms.getId(), p};
+    ds.read(p.data(), mt, ms, fs);
+    for (size_t i = 0; i < p.size(); ++i)
+      if (p[i]) out[i] = p[i];
+  } else {
+    const size_t w = ft.getSize();
+    H5::StrType mt(H5::PredType::C_S1, w);
+    mt.setCset(ft.getCset());
+    std::vector<char> buf(out.size() * w);
+    ds.read(buf.data(), mt, ms, fs);
+    for (size_t i = 0; i < out.size(); ++i) {
+      const char* s = buf.data() + i * w;
+      size_t len = 0;
+      while (len < w && s[len]) ++len;
+      out[i].assign(s, len);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+struct EmbeddingReader::Impl {
+  std::string path;
+  H5::H5File file;
+  H5::DataSet emb, ids, labels, paths;
+  detail::VlenGuard guard;
+  bool has_emb = false;
+  int64_t n = 0;
+  StoreMeta meta;
+
+  [[noreturn]] void bad(const std::string& problem) const { throw Error(path, problem, kFix); }
+  H5::DataSet dataset(const char* name, H5T_class_t cls, int rank, bool required);
+  std::string string_attr(const char* name) const;
+  int64_t int_attr(const char* name, bool required) const;
+  void open();
+};
+
+H5::DataSet EmbeddingReader::Impl::dataset(const char* name, H5T_class_t cls, int rank, bool required) {
+  if (!file.nameExists(name) || file.childObjType(name) != H5O_TYPE_DATASET) {
+    if (required) bad(std::string("missing dataset /") + name);
+    return H5::DataSet();
+  }
+  H5::DataSet ds = file.openDataSet(name);
+  const Extent e = extent_of(ds);
+  if (e.rank != rank) bad("/" + std::string(name) + " must have " + std::to_string(rank) + " dimension(s)");
+  if (ds.getTypeClass() != cls) bad("/" + std::string(name) + " has the wrong element type");
+  if (e.dims[0] > hsize_t(detail::kMaxRows)) bad("/" + std::string(name) + " claims too many rows");
+  if (cls == H5T_STRING && !ds.getStrType().isVariableStr() && ds.getStrType().getSize() > kMaxFixedString)
+    bad("/" + std::string(name) + " has oversized fixed-length strings");
+  return ds;
+}
+
+std::string EmbeddingReader::Impl::string_attr(const char* name) const {
+  if (!file.attrExists(name)) return "";
+  H5::Attribute a = file.openAttribute(name);
+  if (a.getTypeClass() != H5T_STRING || a.getSpace().getSimpleExtentNpoints() != 1)
+    bad(std::string("attribute ") + name + " must be one string");
+  H5::StrType t = a.getStrType();
+  if (!t.isVariableStr() && t.getSize() > kMaxFixedString) bad(std::string("attribute ") + name + " is oversized");
+  std::string s;
+  a.read(t, s);
+  return s;
+}
+
+int64_t EmbeddingReader::Impl::int_attr(const char* name, bool required) const {
+  if (!file.attrExists(name)) {
+    if (required) bad(std::string("missing attribute ") + name);
+    return 0;
+  }
+  H5::Attribute a = file.openAttribute(name);
+  if (a.getTypeClass() != H5T_INTEGER || a.getSpace().getSimpleExtentNpoints() != 1)
+    bad(std::string("attribute ") + name + " must be one integer");
+  int64_t v = 0;
+  a.read(H5::PredType::NATIVE_INT64, &v);
+  return v;
+}
+
+void EmbeddingReader::Impl::open() {
+  file = H5::H5File(path, H5F_ACC_RDONLY);
+  guard.open(path, file.getId());
+  if (file.attrExists("format_version")) {
+    const int64_t v = int_attr("format_version", true);
+    if (v < 1 || v > kStoreFormatVersion)
+      throw Error(path, "store format version " + std::to_string(v) + " is not supported (this invp reads " +
+                            std::to_string(kStoreFormatVersion) + ")", "update invp or embed again");
+  }
+  meta.dim = int_attr("dim", true);
+  if (meta.dim < 0 || meta.dim > detail::kMaxDim) bad("attribute dim out of range: " + std::to_string(meta.dim));
+  meta.model_hash = string_attr("model_hash");
+  meta.model_path = string_attr("model_path");
+  meta.source = string_attr("source");
+  meta.created = string_attr("created");
+
+  ids = dataset("ids", H5T_INTEGER, 1, true);
+  labels = dataset("labels", H5T_INTEGER, 1, true);
+  paths = dataset("paths", H5T_STRING, 1, true);
+  n = int64_t(extent_of(ids).dims[0]);
+  for (auto [ds, name] : {std::pair{&labels, "/labels"}, std::pair{&paths, "/paths"}})
+    if (int64_t(extent_of(*ds).dims[0]) != n)
+      bad(std::string(name) + " has " + std::to_string(extent_of(*ds).dims[0]) + " entries but /ids has " +
+          std::to_string(n));
+
+  emb = dataset("embeddings", H5T_FLOAT, 2, false);
+  has_emb = emb.getId() > 0;
+  if (has_emb) {
+    const Extent e = extent_of(emb);
+    if (emb.getFloatType().getSize() != 4) bad("/embeddings must be float32");
+    if (int64_t(e.dims[0]) != n)
+      bad("/embeddings has " + std::to_string(e.dims[0]) + " rows but /ids has " + std::to_string(n));
+    if (int64_t(e.dims[1]) != meta.dim)
+      bad("/embeddings has " + std::to_string(e.dims[1]) + " columns but attribute dim is " +
+          std::to_string(meta.dim));
+    if (meta.dim < 1) bad("/embeddings has no columns");
+  }
+  meta.with_embeddings = has_emb;
+
+  H5::DataSet cats = dataset("categories", H5T_STRING, 1, false);
+  if (cats.getId() > 0) {
+    const int64_t c = int64_t(extent_of(cats).dims[0]);
+    if (c > (int64_t(1) << 24)) bad("/categories claims too many entries");
+    meta.categories = read_strings(cats, "categories", guard, 0, c);
+  }
+}
+
+EmbeddingReader::EmbeddingReader(const std::string& path) : impl_(new Impl) {
+  std::unique_ptr<Impl> guard(impl_);
+  detail::init_hdf5();
+  impl_->path = path;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error(path, "no such file", "check the path");
+  if (fs::is_directory(path, ec)) throw Error(path, "is a directory, not an HDF5 file", kFix);
+  if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path, "not an HDF5 file", kFix);
+  detail::translate_h5(path, "cannot read HDF5 file", [&] { impl_->open(); }, kDamaged);
+  guard.release();
+}
+
+EmbeddingReader::~EmbeddingReader() { delete impl_; }
+
+int64_t EmbeddingReader::size() const { return impl_->n; }
+int64_t EmbeddingReader::dim() const { return impl_->meta.dim; }
+bool EmbeddingReader::has_embeddings() const { return impl_->has_emb; }
+const StoreMeta& EmbeddingReader::meta() const { return impl_->meta; }
+
+Rows EmbeddingReader::read(int64_t start, int64_t count, bool with_embeddings) const {
+  Impl& r = *impl_;
+  if (start < 0 || count < 0 || start > r.n || count > r.n - start)
+    throw Error(r.path, "rows [" + std::to_string(start) + ", " + std::to_string(start + count) +
+                            ") out of range: the file holds " + std::to_string(r.n));
+  Rows out;
+  const bool want_emb = with_embeddings && r.has_emb;
+  if (want_emb) out.embeddings = at::empty({count, r.meta.dim}, at::kFloat);
+  out.ids.resize(size_t(count));
+  out.labels.resize(size_t(count));
+  if (count == 0) return out;
+  detail::translate_h5(r.path, "cannot read rows " + std::to_string(start) + "+" + std::to_string(count), [&] {
+    H5::DataSpace fs;
+    if (want_emb) {
+      H5::DataSpace ms = select(r.emb, fs, start, count);
+      r.emb.read(out.embeddings.data_ptr<float>(), H5::PredType::NATIVE_FLOAT, ms, fs);
+    }
+    H5::DataSpace ms = select(r.ids, fs, start, count);
+    r.ids.read(out.ids.data(), H5::PredType::NATIVE_INT64, ms, fs);
+    ms = select(r.labels, fs, start, count);
+    r.labels.read(out.labels.data(), H5::PredType::NATIVE_INT32, ms, fs);
+    out.paths = read_strings(r.paths, "paths", r.guard, start, count);
+  }, kDamaged);
+  return out;
+}
+
+}  // namespace invp::store

@@ -1,0 +1,106 @@
+// The HDF5 embedding store (the only stage that touches HDF5). Layout of embeddings.h5,
+// plain datasets and attributes only, readable by any HDF5 reader (h5py, h5dump):
+//   /embeddings  float32 N×D, row-major, rows L2-normalised (chunked along N)
+//   /ids         int64 N      (0..N−1 in source order for a fresh embed)
+//   /paths       variable-length UTF-8 strings, N ("<file>#<index>" for container items)
+//   /labels      int32 N      (−1 = unknown)
+//   /categories  variable-length UTF-8 strings, C (label → name; present, possibly empty)
+//   root attributes: format_version (int32), dim (int64), model_hash (string),
+//                    model_path (string), source (string), created (string, ISO-8601 UTC)
+// Numbers are little-endian IEEE / two's complement; string datasets are variable-length
+// UTF-8 (h5py: .asstr()), string attributes fixed-length UTF-8 (h5py: bytes, .decode()), so
+// that reading metadata never trusts HDF5's global heap. No compound types, no filters.
+// A metadata-only file is the same file without /embeddings (dim attribute kept).
+// Every writer commits atomically (temp file + rename); every reader validates shapes and
+// throws invp::Error naming the file for anything malformed (HDF5 exceptions never escape).
+// Threads: HDF5 is serialised by a global lock; use these classes from one thread (never
+// from loader workers), one object per thread at most.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace invp::store {
+
+constexpr int kStoreFormatVersion = 1;
+
+struct StoreMeta {
+  int64_t dim = 0;
+  std::string model_hash;
+  std::string model_path;               // model.pt that made the file (may be empty)
+  std::string source;
+  std::string created;                  // filled by the writer when empty
+  std::vector<std::string> categories;  // label → name; may be empty
+  // Whether the file holds /embeddings. Writers drop the embeddings of appended rows when
+  // false; readers set it from the file, so a reader's meta() copied into a writer keeps
+  // the file's kind.
+  bool with_embeddings = true;
+};
+
+// A block of consecutive rows. `embeddings` is n×dim float32 CPU contiguous, or undefined
+// for metadata-only files; the vectors all have n entries.
+struct Rows {
+  at::Tensor embeddings;
+  std::vector<int64_t> ids;
+  std::vector<std::string> paths;
+  std::vector<int32_t> labels;
+  int64_t size() const { return int64_t(ids.size()); }
+  void append(const Rows& other);  // concatenates (embeddings too, when both defined)
+};
+
+// Streams rows into OUT with bounded memory and survives being killed: rows are buffered
+// and written in chunks of `chunk_rows` as files under the directory "OUT.partial/" (each
+// chunk file written atomically, plus a manifest of meta + chunk size). Constructing a
+// writer over an existing OUT.partial whose manifest matches (dim, model_hash, source,
+// chunk_rows) resumes: resume_rows() says how many rows are already stored and the caller
+// continues from there. A mismatching manifest is discarded with a warning. finish()
+// assembles OUT (HDF5, streamed chunk by chunk) under a temp name, renames it into place
+// and removes OUT.partial; until then an existing OUT is untouched. Rows still buffered
+// when the writer is destroyed without finish() are lost (redone on resume). Chunk files
+// are checked (size, header, XXH3 checksum) on resume and again in finish(); a damaged
+// one is dropped with everything after it. One writer per OUT at a time (callers lock).
+class EmbeddingWriter {
+ public:
+  EmbeddingWriter(std::string out, StoreMeta meta, int64_t chunk_rows = 4096);
+  ~EmbeddingWriter();
+  int64_t resume_rows() const;  // rows already stored when the writer was made
+  // Largest id held so far (stored or buffered) + 1; 0 when none. After a resume this is
+  // the source item to continue from even when some items were skipped.
+  int64_t next_id() const;
+  void append(const Rows& rows);  // any number of rows; they must follow on from what is held
+  // Writes OUT; the writer is then spent (append/finish throw).
+  void finish();
+  EmbeddingWriter(const EmbeddingWriter&) = delete;
+  EmbeddingWriter& operator=(const EmbeddingWriter&) = delete;
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
+// Random access in blocks (memory proportional to the block, not N).
+class EmbeddingReader {
+ public:
+  explicit EmbeddingReader(const std::string& path);  // embeddings.h5 or meta.h5
+  ~EmbeddingReader();
+  int64_t size() const;
+  int64_t dim() const;
+  bool has_embeddings() const;
+  const StoreMeta& meta() const;
+  // Rows [start, start+count); embeddings only when has_embeddings() and with_embeddings.
+  Rows read(int64_t start, int64_t count, bool with_embeddings = true) const;
+  Rows read_all(bool with_embeddings = true) const { return read(0, size(), with_embeddings); }
+  EmbeddingReader(const EmbeddingReader&) = delete;
+  EmbeddingReader& operator=(const EmbeddingReader&) = delete;
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
+// Writes a whole file in one go, atomically (meta.h5 when rows.embeddings is undefined).
+void write_store(const std::string& path, const StoreMeta& meta, const Rows& rows);
+
+}  // namespace invp::store
