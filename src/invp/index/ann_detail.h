@@ -1,0 +1,36 @@
+// Internals shared by ann_recipe.cpp, ann_index.cpp and ann_tune.cpp (not a public header:
+// other stages include ann_index.h only).
+#pragma once
+#include <invp/index/ann_index.h>
+
+#include <cstdint>
+#include <string>
+
+namespace invp::index::detail {
+
+// Inverted lists for n vectors: ≈ 4·sqrt(n), at most train_vectors / 39 (FAISS warns below 39
+// training points per centroid), at least 1. train_vectors = min(train_size, n), or n if 0.
+int64_t ivf_nlist(const Recipe& recipe, int64_t n);
+
+// PQ sub-quantizers for dim: the largest divisor of dim that is ≤ min(64, dim / 4).
+// dim/4 gives one code byte per 4 floats (16× smaller than float32) with little enough
+// distortion that recall@10 ≥ 0.9 stays reachable by raising nprobe; the cap of 64 bytes
+// keeps the per-query lookup tables (m × 256 floats) in L1/L2 and codes compact for very
+// wide embeddings. It must divide dim (PQ splits dim into m equal parts) and OPQ{m} rotates
+// for exactly that split.
+int64_t pq_subquantizers(int64_t dim);
+
+// The factory string with "{nlist}" and "{m}" replaced; any other placeholder is an error.
+std::string resolve_factory(const Recipe& recipe, int64_t dim, int64_t n);
+
+// Throws invp::Error unless the resolved factory string is in the subset FAISS handles
+// without crashing (see ann_recipe.cpp), with dimensions that fit dim.
+void check_factory(const std::string& factory, int64_t dim);
+
+// Throws invp::Error unless t is a 2-D float32 contiguous CPU tensor with `dim` columns
+// (dim < 0: any).
+void check_matrix(const at::Tensor& t, int64_t dim, const char* what);
+
+std::string human_bytes(int64_t bytes);
+
+}  // namespace invp::index::detail
