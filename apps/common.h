@@ -19,4 +19,7 @@ Globals& globals();
 void add_data_commands(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_train_command(CLI::App& app);
+void add_embed_commands(CLI::App& app);  // embed, index build|add|info
+void add_query_commands(CLI::App& app);  // query, inspect
+void add_eval_commands(CLI::App& app);   // eval knn|retrieval
 }  // namespace invp::app

@@ -53,6 +53,9 @@ int main(int argc, char** argv) {
   app.add_flag("--json", globals().json, "Machine-readable JSON results on stdout");
   invp::app::add_data_commands(app);
   invp::app::add_train_command(app);
+  invp::app::add_embed_commands(app);
+  invp::app::add_query_commands(app);
+  invp::app::add_eval_commands(app);
   invp::app::add_demo_command(app);
   for (auto* sub : app.get_subcommands({})) sub->fallthrough();
 

@@ -57,5 +57,104 @@ if [ -d /usr/share/datasets/fashion-mnist ]; then
   check "fashion-mnist 10000 images" grep -q '"count": 10000' "$work/fm.json"
   check "fashion-mnist named classes" grep -q '"Ankle boot"' "$work/fm.json"
 fi
+
+# ---- train -> embed -> index -> query / inspect / eval on a tiny labelled folder --------
+# 4 classes x 12 grey 8x8 PGM images: class c has a bright quadrant c over a dim background.
+pgm() {  # pgm FILE QUADRANT SHADE
+  local f=$1 q=$2 shade=$3 body="" y x v
+  for y in 0 1 2 3 4 5 6 7; do for x in 0 1 2 3 4 5 6 7; do
+    if [ $(( (y / 4) * 2 + x / 4 )) -eq "$q" ]; then v=$((200 + shade)); else v=$((30 + (x * y + shade) % 20)); fi
+    body+=$(printf '\\%03o' "$v")
+  done; done
+  printf 'P5\n8 8\n255\n'"$body" > "$f"
+}
+for c in 0 1 2 3; do
+  mkdir -p "$work/shapes/class$c" "$work/more"
+  for i in $(seq 1 12); do pgm "$work/shapes/class$c/img $i.pgm" $c $i; done
+  pgm "$work/more/new$c.pgm" $c 40
+done
+T="--data $work/shapes --out $work/run --epochs 2 --width 4 --dim 16 --batch-size 8 --background 16 --input-size 8 --warmup 1 --hard-positives 4 --knn-every 0"
+"$INVP" -q --threads 1 train $T > /dev/null 2> "$work/train.err"; rc=$?
+check "tiny train exits 0" test $rc -eq 0
+check "model.pt written" test -s "$work/run/model.pt"
+check "metrics has 2 epochs" test "$(wc -l < "$work/run/metrics.jsonl")" -eq 2
+"$INVP" -q --threads 1 train $T --lr 0.5 > /dev/null 2> "$work/train2.err"; rc=$?
+check "changed config refused without --force" test $rc -eq 1
+check "refusal names the checkpoint" grep -q "checkpoint.pt" "$work/train2.err"
+
+"$INVP" -q --json embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/e.h5" > "$work/embed.json"; rc=$?
+check "embed exits 0" test $rc -eq 0
+check "embed json rows" grep -q '"rows":48' "$work/embed.json"
+check "no partial left" test ! -e "$work/e.h5.partial"
+"$INVP" -q --json index build --embeddings "$work/e.h5" --out "$work/idx" > "$work/build.json"; rc=$?
+check "index build exits 0" test $rc -eq 0
+check "auto picks flat for 48 items" grep -q '"recipe":"flat"' "$work/build.json"
+check "index.json written" test -s "$work/idx/index.json"
+check "model copied into index" test -s "$work/idx/model.pt" -a -s "$work/idx/model.json"
+"$INVP" -q index build --embeddings "$work/e.h5" --out "$work/idx-hnsw" --recipe hnsw > "$work/hnsw.txt"; rc=$?
+check "hnsw recipe builds" sh -c "test $rc -eq 0 && grep -q HNSW '$work/hnsw.txt'"
+
+q="$work/shapes/class2/img 3.pgm"
+"$INVP" -q query --index "$work/idx" "$q" -k 5 > "$work/q.txt"; rc=$?
+check "query exits 0" test $rc -eq 0
+check "query table header" grep -q "rank  *score  *label  *path" "$work/q.txt"
+check "query finds itself first" sh -c "sed -n 3p '$work/q.txt' | grep -q 'img 3.pgm'"
+check "query self score 1" sh -c "sed -n 3p '$work/q.txt' | grep -q ' 1.000 '"
+check "query prints k rows" test "$(grep -cE '^ +[0-9]+  ' "$work/q.txt")" -eq 5
+"$INVP" -q --json query --index "$work/idx" "$q" -k 3 --montage "$work/m.png" > "$work/q.json"; rc=$?
+check "query json exits 0" test $rc -eq 0
+check "query json has 3 hits" test "$(grep -o '"rank"' "$work/q.json" | wc -l)" -eq 3
+check "query json category" grep -q '"category":"class2"' "$work/q.json"
+check "montage is a PNG" sh -c "head -c 8 '$work/m.png' | grep -q PNG"
+# 1 row of k+1 = 4 tiles of 96 px: width 4*(96+4)+4 = 404, height 96+14+4+4 = 118 (IHDR bytes 16..23).
+dims=$(od -An -tu1 -j16 -N8 "$work/m.png" | tr -s ' ')
+check "montage size 404x118" test "$dims" = " 0 0 1 148 0 0 0 118"
+printf '%s\n' "$q" "$work/shapes/class0/img 1.pgm" | "$INVP" -q --json query --index "$work/idx" - -k 2 > "$work/stdin.json"; rc=$?
+check "query from stdin list" sh -c "test $rc -eq 0 && test \$(grep -o '\"query\"' '$work/stdin.json' | wc -l) -eq 2"
+"$INVP" -q --json query --index "$work/idx" --id 5 -k 3 > "$work/id.json"; rc=$?
+check "query by id" sh -c "test $rc -eq 0 && test \$(grep -o '\"rank\"' '$work/id.json' | wc -l) -eq 3"
+check "query by id leaves itself out" sh -c "! grep -q '\"id\":5,' '$work/id.json'"
+
+"$INVP" -q inspect --index "$work/idx" "$q" > "$work/near.txt"; rc=$?
+check "inspect image" sh -c "test $rc -eq 0 && sed -n 3p '$work/near.txt' | grep -q class2"
+"$INVP" -q --json inspect --index "$work/idx" --categories --out "$work/insp" > "$work/cat.json"; rc=$?
+check "inspect categories" sh -c "test $rc -eq 0 && grep -q '\"purity\"' '$work/cat.json'"
+check "purity chart PNG" sh -c "head -c 8 '$work/insp/category-purity.png' | grep -q PNG"
+"$INVP" -q inspect --index "$work/idx" --propagation "$q" --out "$work/insp" > "$work/prop.txt"; rc=$?
+check "inspect propagation" sh -c "test $rc -eq 0 && grep -q 'hop 1: 4 items' '$work/prop.txt'"
+check "propagation montage" test -s "$work/insp/propagation.png"
+"$INVP" -q inspect --index "$work/idx" --clusters 4 --out "$work/insp" > /dev/null; rc=$?
+check "inspect clusters" sh -c "test $rc -eq 0 && test -s '$work/insp/clusters.png'"
+"$INVP" -q --json eval retrieval --index "$work/idx" -k 5 > "$work/ret.json"; rc=$?
+check "eval retrieval" sh -c "test $rc -eq 0 && grep -q '\"queries\":48' '$work/ret.json'"
+"$INVP" -q --json eval knn --raw-pixels --train "$work/shapes" --test "$work/shapes" -k 5 > "$work/knn.json"; rc=$?
+check "eval knn raw pixels" sh -c "test $rc -eq 0 && grep -q '\"nn1_cosine\":1' '$work/knn.json'"
+"$INVP" -q --json eval knn --model "$work/run/model.pt" --train "$work/shapes" --test "$work/more" -k 5 > /dev/null 2>&1; rc=$?
+check "eval knn needs labelled test" test $rc -eq 1
+
+"$INVP" -q --json index add --index "$work/idx" "$work/more" > "$work/add.json"; rc=$?
+check "index add exits 0" test $rc -eq 0
+check "index add continues ids" grep -q '"first_id":48' "$work/add.json"
+"$INVP" -q --json query --index "$work/idx" "$work/more/new1.pgm" -k 1 > "$work/new.json"
+check "added item found first" grep -q '"id":49' "$work/new.json"
+check "old generation removed" test ! -e "$work/idx/index-1.faiss"
+
+# Error paths: one line naming the file, exit 1.
+one_line_error() {  # one_line_error NAME NEEDLE CMD...
+  local name=$1 needle=$2; shift 2
+  "$@" > /dev/null 2> "$work/err.txt"; local rc=$?
+  check "$name exits 1" test $rc -eq 1
+  check "$name one line naming $needle" sh -c "test \$(wc -l < '$work/err.txt') -eq 1 && grep -q '^invp: error: .*$needle' '$work/err.txt'"
+}
+one_line_error "missing index" "nowhere" "$INVP" -q query --index "$work/nowhere" "$q"
+one_line_error "missing query image" "nope.png" "$INVP" -q query --index "$work/idx" "$work/nope.png"
+one_line_error "missing embeddings" "none.h5" "$INVP" -q index build --embeddings "$work/none.h5" --out "$work/i2"
+"$INVP" -q --threads 1 train --data "$work/shapes" --out "$work/run32" --epochs 1 --width 4 --dim 32 --batch-size 8 --background 16 --input-size 8 --knn-every 0 > /dev/null 2>&1
+"$INVP" -q embed --model "$work/run32/model.pt" --data "$work/more" --out "$work/e32.h5" > /dev/null 2>&1
+one_line_error "wrong dim add" "dimension" "$INVP" -q index add --index "$work/idx" --embeddings "$work/e32.h5"
+one_line_error "model mismatch" "run32/model.pt" "$INVP" -q query --index "$work/idx" --model "$work/run32/model.pt" "$q"
+echo "garbage" > "$work/idx-hnsw/index.json"
+one_line_error "corrupt index.json" "index.json" "$INVP" -q query --index "$work/idx-hnsw" "$q"
+
 echo "cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -1,0 +1,176 @@
+// `invp embed` and `invp index build|add|info`.
+#include "common.h"
+
+#include <invp/core/error.h>
+#include <invp/core/log.h>
+#include <invp/data/dataset.h>
+#include <invp/search/embedder.h>
+#include <invp/search/index_dir.h>
+#include <invp/store/embedding_store.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+namespace invp::app {
+namespace {
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+void add_embed(CLI::App& app) {
+  struct Args {
+    std::string model, data, out, device = "cpu";
+    search::EmbedOptions opt;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = app.add_subcommand(
+      "embed",
+      "Embed an image collection with a trained model into HDF5 (/embeddings N x D float32, "
+      "L2-normalised; /ids, /paths, /labels, /categories). Streams in chunks; a killed run "
+      "continues from its last complete chunk when rerun.");
+  c->add_option("-m,--model", a->model, "model.pt written by invp train (model.json beside it)")->required();
+  c->add_option("-d,--data", a->data, "SOURCE to embed (IDX, CIFAR, folder, list, '-')")->required();
+  c->add_option("-o,--out", a->out, "Output embeddings file (.h5)")->required();
+  c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  c->add_option("--batch-size", a->opt.batch_size, "Images per forward pass")->capture_default_str();
+  c->add_option("--workers", a->opt.workers, "Decode threads (count against --threads)")->capture_default_str();
+  c->add_option("--chunk-rows", a->opt.chunk_rows, "Rows per resumable chunk")->capture_default_str();
+  c->callback([a] {
+    globals().action = [a] {
+      search::Embedder e(a->model, a->device);
+      auto r = search::embed_to_file(e, a->data, a->out, a->opt);
+      if (globals().json) {
+        std::cout << nlohmann::json{{"out", a->out}, {"rows", r.rows}, {"resumed_rows", r.resumed_rows},
+                                    {"skipped_bad", r.skipped_bad}, {"seconds", r.seconds},
+                                    {"images_per_second", r.images_per_second}, {"dim", e.dim()},
+                                    {"model_hash", e.model_hash()}}
+                         .dump()
+                  << "\n";
+      } else {
+        std::cout << "wrote " << a->out << ": " << r.rows << " x " << e.dim() << " embeddings"
+                  << (r.resumed_rows ? " (" + std::to_string(r.resumed_rows) + " resumed)" : "")
+                  << (r.skipped_bad ? ", " + std::to_string(r.skipped_bad) + " bad items skipped" : "")
+                  << ", " << fmt("%.0f", r.images_per_second) << " img/s\n";
+      }
+    };
+  });
+}
+
+nlohmann::json info_json(const std::string& dir, const search::IndexInfo& i) {
+  return {{"index", dir}, {"recipe", i.recipe.name}, {"factory", i.factory}, {"reason", i.choice_reason},
+          {"size", i.size}, {"dim", i.dim}, {"search_params", i.search_params},
+          {"recall_at_k", i.recall}, {"k", i.tuned_k}, {"queries_per_second", i.queries_per_second},
+          {"build_seconds", i.build_seconds}, {"has_model", i.has_model}, {"generation", i.generation}};
+}
+
+void print_info(const std::string& dir, const search::IndexInfo& i) {
+  std::cout << "index      " << dir << "\n"
+            << "recipe     " << i.recipe.name << " (" << i.factory << ")\n"
+            << "why        " << i.choice_reason << "\n"
+            << "items      " << i.size << " x " << i.dim << "\n"
+            << "search     ";
+  for (auto& [k, v] : i.search_params) std::cout << k << "=" << v << " ";
+  std::cout << (i.search_params.empty() ? "(exact)" : "") << "\n"
+            << "recall@" << i.tuned_k << "  " << fmt("%.3f", i.recall) << " (target "
+            << fmt("%.2f", i.target_recall) << ")\n"
+            << "speed      " << fmt("%.0f", i.queries_per_second) << " queries/s (one thread budget, batch)\n"
+            << "model      " << (i.has_model ? "model.pt (query by image)" : "none (--id queries only)") << "\n";
+}
+
+void add_index(CLI::App& app) {
+  auto* idx = app.add_subcommand("index", "Build, extend and describe FAISS indexes of embeddings");
+  idx->require_subcommand(1);
+
+  auto b = std::make_shared<search::BuildOptions>();
+  auto bin = std::make_shared<std::string>();
+  auto bout = std::make_shared<std::string>();
+  auto* build = idx->add_subcommand(
+      "build",
+      "Build an index directory from embeddings.h5. --recipe auto picks Flat / HNSW / IVF / "
+      "OPQ+IVF-PQ from N, D and --max-memory, then tunes nprobe/efSearch to --target-recall "
+      "(recall@k against exact search on a held-out sample) and records it in index.json.");
+  build->add_option("-e,--embeddings", *bin, "Embeddings file from invp embed")->required();
+  build->add_option("-o,--out", *bout, "Index directory to write")->required();
+  build->add_option("-r,--recipe", b->recipe, "auto, flat, hnsw, ivf-flat, ivf-pq, or a recipe file (indexes/*.toml)")->capture_default_str();
+  build->add_option("--max-memory", b->max_memory, "Memory budget for the index, e.g. 512M, 4G (0 = no limit)")
+      ->transform(CLI::AsSizeValue(false));
+  build->add_option("--target-recall", b->target_recall, "Recall@k to tune for")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  build->add_option("-k", b->k, "k of the recall target")->capture_default_str();
+  build->add_option("--tune-queries", b->tune_queries, "Held-out queries used to tune")->capture_default_str();
+  build->add_option("-m,--model", b->model_pt, "Model that made the embeddings (default: the one recorded in the file)");
+  build->callback([b, bin, bout] {
+    globals().action = [b, bin, bout] {
+      b->seed = globals().seed;
+      auto r = search::build_index(*bin, *bout, *b);
+      if (globals().json) std::cout << info_json(*bout, r.info).dump() << "\n";
+      else print_info(*bout, r.info);
+    };
+  });
+
+  auto adir = std::make_shared<std::string>();
+  auto aemb = std::make_shared<std::string>();
+  auto asrc = std::make_shared<std::string>();
+  auto* add = idx->add_subcommand(
+      "add",
+      "Add images (embedded with the index's model) or an embeddings file to an index without "
+      "rebuilding it; new items get ids after the largest one.");
+  add->add_option("-i,--index", *adir, "Index directory")->required();
+  add->add_option("-e,--embeddings", *aemb, "Embeddings file made with the index's model");
+  add->add_option("source", *asrc, "SOURCE of images to embed and add");
+  add->callback([adir, aemb, asrc] {
+    globals().action = [adir, aemb, asrc] {
+      if (aemb->empty() == asrc->empty())
+        throw CLI::ValidationError("index add", "give exactly one of --embeddings FILE or a SOURCE");
+      store::Rows rows;
+      std::string hash;
+      if (!aemb->empty()) {
+        store::EmbeddingReader r(*aemb);
+        if (!r.has_embeddings()) throw Error(*aemb, "holds no /embeddings");
+        rows = r.read_all();
+        hash = r.meta().model_hash;
+      } else {
+        search::IndexHandle h(*adir);
+        auto& e = h.embedder();
+        auto ds = data::open_dataset(*asrc, {e.channels(), false});
+        auto f = search::embed_dataset_in_memory(e, ds);
+        rows.embeddings = f.features;
+        auto ids = f.ids.contiguous();
+        auto lab = f.labels.to(torch::kInt32).contiguous();
+        rows.ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+        rows.labels.assign(lab.data_ptr<int32_t>(), lab.data_ptr<int32_t>() + lab.numel());
+        rows.paths = std::move(f.paths);
+        hash = e.model_hash();
+      }
+      auto r = search::add_to_index(*adir, rows, hash);
+      if (globals().json)
+        std::cout << nlohmann::json{{"index", *adir}, {"added", r.added}, {"first_id", r.first_id},
+                                    {"size", r.size}, {"seconds", r.seconds}}.dump() << "\n";
+      else
+        std::cout << "added " << r.added << " items (ids " << r.first_id << ".."
+                  << r.first_id + r.added - 1 << ") to " << *adir << ": " << r.size << " items\n";
+    };
+  });
+
+  auto idir = std::make_shared<std::string>();
+  auto* info = idx->add_subcommand("info", "Describe an index directory (recipe, size, tuned recall and speed)");
+  info->add_option("index", *idir, "Index directory")->required();
+  info->callback([idir] {
+    globals().action = [idir] {
+      auto i = search::read_index_info(*idir);
+      if (globals().json) std::cout << info_json(*idir, i).dump() << "\n";
+      else print_info(*idir, i);
+    };
+  });
+  for (auto* sub : idx->get_subcommands({})) sub->fallthrough();
+}
+}  // namespace
+
+void add_embed_commands(CLI::App& app) {
+  add_embed(app);
+  add_index(app);
+}
+}  // namespace invp::app

@@ -1,0 +1,157 @@
+// `invp eval knn` and `invp eval retrieval`.
+#include "common.h"
+
+#include <invp/core/error.h>
+#include <invp/core/log.h>
+#include <invp/data/dataset.h>
+#include <invp/eval/retrieval.h>
+#include <invp/eval/weighted_knn.h>
+#include <invp/index/exact_knn.h>
+#include <invp/search/embedder.h>
+#include <invp/search/index_dir.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+namespace invp::app {
+namespace {
+// Cosine 1-NN top-1: the protocol of the raw-pixel reference figure (CONVENTIONS.md).
+double one_nn(const search::Features& train, const search::Features& test) {
+  auto r = index::knn_inner_product(test.features, train.features, 1, false);
+  auto pred = train.labels.index_select(0, r.indices.flatten());
+  auto ok = test.labels.ge(0);
+  return pred.eq(test.labels).logical_and(ok).sum().item<double>() / std::max<double>(1, ok.sum().item<double>());
+}
+
+void add_knn(CLI::App* ev) {
+  struct Args {
+    std::string model, train, test, device = "cpu";
+    bool raw = false;
+    int k = eval::kKnnMonitorK;
+    double sigma = eval::kKnnMonitorSigma;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = ev->add_subcommand(
+      "knn",
+      "Weighted kNN classification (K 200, sigma 0.07, cosine; the paper's monitor) of TEST "
+      "against TRAIN features recomputed with the eval transform, plus cosine 1-NN. "
+      "--raw-pixels gives the same figures for raw pixels, the baseline to beat.");
+  c->add_option("-m,--model", a->model, "model.pt to evaluate");
+  c->add_option("--train", a->train, "Labelled reference SOURCE")->required();
+  c->add_option("--test", a->test, "Labelled SOURCE to classify")->required();
+  c->add_flag("--raw-pixels", a->raw, "Use raw pixels instead of a model");
+  c->add_option("-k", a->k, "K neighbours")->capture_default_str();
+  c->add_option("--sigma", a->sigma, "Vote temperature")->capture_default_str();
+  c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  c->callback([a] {
+    globals().action = [a] {
+      if (a->raw == !a->model.empty())
+        throw CLI::ValidationError("eval knn", "give exactly one of --model M or --raw-pixels");
+      search::Features tr, te;
+      if (a->raw) {
+        tr = search::raw_pixel_features(data::open_dataset(a->train));
+        te = search::raw_pixel_features(data::open_dataset(a->test, {0, false}));
+      } else {
+        search::Embedder e(a->model, a->device);
+        tr = search::embed_dataset_in_memory(e, data::open_dataset(a->train, {e.channels(), false}));
+        te = search::embed_dataset_in_memory(e, data::open_dataset(a->test, {e.channels(), false}));
+      }
+      if (tr.labels.max().item<int64_t>() < 0) throw Error(a->train, "has no labels");
+      if (te.labels.max().item<int64_t>() < 0) throw Error(a->test, "has no labels");
+      auto acc = eval::weighted_knn(tr.features, tr.labels, te.features, te.labels, a->k, a->sigma);
+      double nn1 = one_nn(tr, te);
+      std::string what = a->raw ? "raw pixels" : a->model;
+      if (globals().json) {
+        std::cout << nlohmann::json{{"features", what}, {"train", a->train}, {"test", a->test},
+                                    {"k", a->k}, {"sigma", a->sigma}, {"top1", acc.top1}, {"top5", acc.top5},
+                                    {"nn1_cosine", nn1}, {"evaluated", acc.evaluated}}.dump() << "\n";
+      } else {
+        std::printf("%s: weighted kNN (K %d, sigma %.2f) top-1 %.2f%%, top-5 %.2f%%; cosine 1-NN %.2f%% (%lld test items)\n",
+                    what.c_str(), a->k, a->sigma, 100 * acc.top1, 100 * acc.top5, 100 * nn1, (long long)acc.evaluated);
+      }
+    };
+  });
+}
+
+void add_retrieval(CLI::App* ev) {
+  struct Args {
+    std::string index, queries, model;
+    int k = 10;
+    int64_t max_queries = 0;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = ev->add_subcommand(
+      "retrieval",
+      "Precision@1, precision@k and mAP@k by label: each labelled query's hits count as "
+      "relevant when they share its label. Without --queries, the index's own items query it "
+      "(each leaving itself out).");
+  c->add_option("-i,--index", a->index, "Index directory")->required();
+  c->add_option("-q,--queries", a->queries, "Labelled query SOURCE (embedded with the index's model)");
+  c->add_option("-k", a->k, "Ranked list length")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--max-queries", a->max_queries, "Use at most this many queries (0 = all)");
+  c->add_option("--model", a->model, "Model override (must be the index's model)");
+  c->callback([a] {
+    globals().action = [a] {
+      search::IndexHandle h(a->index, a->model);
+      std::map<int32_t, int64_t> per_label;
+      for (int32_t l : h.labels()) ++per_label[l];
+      if (!h.has_labels()) throw Error(a->index, "the index has no labels to judge relevance");
+      torch::Tensor q, qlab;
+      std::vector<int64_t> exclude;
+      if (!a->queries.empty()) {
+        auto& e = h.embedder();
+        auto f = search::embed_dataset_in_memory(e, data::open_dataset(a->queries, {e.channels(), false}));
+        q = f.features, qlab = f.labels;
+      } else {
+        const auto& ids = h.ids();
+        q = h.meta().read_all().embeddings;
+        std::vector<int64_t> l(h.labels().begin(), h.labels().end());
+        qlab = torch::tensor(l, torch::kLong);
+        exclude = ids;
+      }
+      if (a->max_queries > 0 && a->max_queries < q.size(0)) {
+        q = q.narrow(0, 0, a->max_queries);
+        qlab = qlab.narrow(0, 0, a->max_queries);
+        if (!exclude.empty()) exclude.resize(size_t(a->max_queries));
+      }
+      eval::RetrievalMeter meter(a->k);
+      const int64_t B = 1024;
+      for (int64_t s = 0; s < q.size(0); s += B) {
+        const int64_t n = std::min(B, q.size(0) - s);
+        std::vector<int64_t> ex;
+        if (!exclude.empty()) ex.assign(exclude.begin() + s, exclude.begin() + s + n);
+        auto hits = h.search(q.narrow(0, s, n).contiguous(), a->k, ex);
+        for (int64_t i = 0; i < n; ++i) {
+          std::vector<int32_t> ranked;
+          for (auto& x : hits[size_t(i)]) ranked.push_back(x.label);
+          int32_t ql = int32_t(qlab[s + i].item<int64_t>());
+          int64_t rel = per_label.count(ql) ? per_label[ql] - (exclude.empty() ? 0 : 1) : 0;
+          meter.add(ranked, ql, rel);
+        }
+      }
+      auto r = meter.result();
+      if (globals().json) {
+        std::cout << nlohmann::json{{"index", a->index}, {"k", r.k}, {"queries", r.evaluated},
+                                    {"precision_at_1", r.precision_at_1}, {"precision_at_k", r.precision_at_k},
+                                    {"map_at_k", r.map_at_k}}.dump() << "\n";
+      } else {
+        std::printf("%lld queries: precision@1 %.2f%%, precision@%d %.2f%%, mAP@%d %.2f%%\n",
+                    (long long)r.evaluated, 100 * r.precision_at_1, r.k, 100 * r.precision_at_k, r.k,
+                    100 * r.map_at_k);
+      }
+    };
+  });
+}
+}  // namespace
+
+void add_eval_commands(CLI::App& app) {
+  auto* ev = app.add_subcommand("eval", "Evaluate embeddings: weighted kNN accuracy, retrieval precision and mAP");
+  ev->require_subcommand(1);
+  add_knn(ev);
+  add_retrieval(ev);
+  for (auto* sub : ev->get_subcommands({})) sub->fallthrough();
+}
+}  // namespace invp::app

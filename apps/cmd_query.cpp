@@ -1,0 +1,318 @@
+// `invp query` and `invp inspect`.
+#include "common.h"
+
+#include <invp/core/error.h>
+#include <invp/core/log.h>
+#include <invp/data/dataset.h>
+#include <invp/data/decode.h>
+#include <invp/data/fetch.h>
+#include <invp/data/montage.h>
+#include <invp/search/index_dir.h>
+#include <invp/search/inspect.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+namespace invp::app {
+namespace {
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+nlohmann::json hit_json(const search::Hit& h, int rank) {
+  nlohmann::json j{{"rank", rank}, {"id", h.id}, {"score", h.score}, {"label", h.label}, {"path", h.path}};
+  if (!h.category.empty()) j["category"] = h.category;
+  return j;
+}
+
+std::string label_text(const search::Hit& h) {
+  if (!h.category.empty()) return h.category;
+  return h.label >= 0 ? std::to_string(h.label) : "-";
+}
+
+// The queries of a command line: image files (or '-' = a list on stdin), or --id N.
+struct Queries {
+  std::vector<std::string> names;   // shown in output
+  std::vector<int64_t> exclude;     // the query's own id (−1 for images)
+  std::vector<data::Image> images;  // originals, for montages (empty for --id)
+  torch::Tensor vectors;
+};
+
+Queries read_queries(search::IndexHandle& h, const std::vector<std::string>& inputs,
+                     const std::vector<int64_t>& ids) {
+  Queries q;
+  if (!ids.empty()) {
+    for (int64_t id : ids) {
+      q.names.push_back("id " + std::to_string(id));
+      q.exclude.push_back(id);
+    }
+    q.vectors = h.vectors(ids);
+    return q;
+  }
+  if (inputs.empty()) throw CLI::ValidationError("query", "give IMAGE..., '-' (list on stdin) or --id N");
+  std::vector<std::string> paths;
+  for (const auto& in : inputs) {
+    if (in == "-") {
+      std::string line;
+      while (std::getline(std::cin, line))
+        if (!line.empty()) paths.push_back(line);
+    } else {
+      paths.push_back(in);
+    }
+  }
+  auto& e = h.embedder();
+  for (const auto& p : paths) {
+    q.images.push_back(data::read_image_file(p, 0));
+    q.names.push_back(p);
+    q.exclude.push_back(-1);
+  }
+  q.vectors = e.embed_images(q.images);
+  return q;
+}
+
+// One group of rows per entry: its first tile (the query), then its hits, padded to whole rows.
+void draw_rows(const std::vector<data::Image>& first_tiles,
+               const std::vector<std::string>& first_captions,
+               const std::vector<std::vector<search::Hit>>& rows, int cols, const std::string& out) {
+  data::ImageFetcher fetch(3);
+  std::vector<data::Image> tiles;
+  std::vector<std::string> captions;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    int used = 0;
+    if (r < first_tiles.size()) {
+      tiles.push_back(first_tiles[r]);
+      captions.push_back(r < first_captions.size() ? first_captions[r] : "query");
+      ++used;
+    }
+    for (const auto& hit : rows[r]) {
+      data::Image img;
+      try {
+        img = fetch.get(hit.path);
+      } catch (const Error& err) {
+        log::warn(std::string("montage: ") + err.what());
+      }
+      tiles.push_back(std::move(img));
+      captions.push_back(fmt("%.3f ", hit.score) + label_text(hit));
+      ++used;
+    }
+    while (used % cols != 0) tiles.emplace_back(), captions.emplace_back(), ++used;
+  }
+  data::write_montage(tiles, captions, cols, 96, out);
+}
+
+void add_query(CLI::App& app) {
+  struct Args {
+    std::string index, model, montage, device = "cpu";
+    std::vector<std::string> images;
+    std::vector<int64_t> ids;
+    int k = 10;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = app.add_subcommand(
+      "query",
+      "Find the most similar images in an index: prints rank, cosine score, label and path for "
+      "each query (IMAGE files, '-' for a list of paths on stdin, or --id N for an indexed item).");
+  c->add_option("-i,--index", a->index, "Index directory (from invp index build)")->required();
+  c->add_option("images", a->images, "Query images, or '-' to read paths from stdin");
+  c->add_option("--id", a->ids, "Query with indexed item(s) N (the item itself is left out)");
+  c->add_option("-k", a->k, "Hits per query")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--model", a->model, "Model override (must be the index's model)");
+  c->add_option("--montage", a->montage, "Also draw each query and its hits into this PNG");
+  c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  c->callback([a] {
+    globals().action = [a] {
+      auto t0 = Clock::now();
+      search::IndexHandle h(a->index, a->model, a->device);
+      double load_ms = ms_since(t0);
+      auto t1 = Clock::now();
+      auto q = read_queries(h, a->images, a->ids);
+      double embed_ms = ms_since(t1);
+      auto t2 = Clock::now();
+      auto hits = h.search(q.vectors, a->k, q.exclude);
+      double search_ms = ms_since(t2);
+      if (!a->montage.empty()) {
+        std::vector<data::Image> firsts = q.images;
+        if (firsts.empty()) {
+          data::ImageFetcher fetch(3);
+          for (int64_t id : a->ids) firsts.push_back(fetch.get(h.describe(id, 1).path));
+        }
+        draw_rows(firsts, {}, hits, a->k + 1, a->montage);
+      }
+      if (globals().json) {
+        nlohmann::json out = nlohmann::json::array();
+        for (size_t i = 0; i < hits.size(); ++i) {
+          nlohmann::json hs = nlohmann::json::array();
+          for (size_t r = 0; r < hits[i].size(); ++r) hs.push_back(hit_json(hits[i][r], int(r + 1)));
+          out.push_back({{"query", q.names[i]}, {"hits", hs}});
+        }
+        nlohmann::json j{{"index", a->index}, {"k", a->k}, {"results", out},
+                         {"timings_ms", {{"load", load_ms}, {"embed", embed_ms}, {"search", search_ms},
+                                         {"total", ms_since(t0)}}}};
+        if (!a->montage.empty()) j["montage"] = a->montage;
+        std::cout << j.dump() << "\n";
+      } else {
+        for (size_t i = 0; i < hits.size(); ++i) {
+          std::cout << "query " << q.names[i] << "\n";
+          std::printf("%4s  %6s  %-16s  %s\n", "rank", "score", "label", "path");
+          for (size_t r = 0; r < hits[i].size(); ++r) {
+            const auto& x = hits[i][r];
+            std::printf("%4zu  %6.3f  %-16s  %s\n", r + 1, x.score, label_text(x).c_str(), x.path.c_str());
+          }
+          if (i + 1 < hits.size()) std::cout << "\n";
+        }
+        std::fflush(stdout);
+        if (!a->montage.empty()) log::info("montage: " + a->montage);
+      }
+    };
+  });
+}
+
+void add_inspect(CLI::App& app) {
+  struct Args {
+    std::string index, model, image, propagation, out = "inspect";
+    bool categories = false;
+    int clusters = 0, k = 0, hops = 3;
+    int64_t max_queries = 20000;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = app.add_subcommand(
+      "inspect",
+      "Look inside an index. IMAGE: its nearest categories (weighted vote of the top-K "
+      "neighbours and cosine to category centroids). --categories: per-category neighbour "
+      "purity and the most-confused pairs (table + PNG chart). --clusters N: k-means "
+      "pseudo-categories of an unlabelled collection, a montage per cluster. --propagation "
+      "IMAGE: the hop-by-hop set reached over the kNN graph, as a montage.");
+  c->add_option("-i,--index", a->index, "Index directory")->required();
+  c->add_option("image", a->image, "Image whose nearest categories to show");
+  c->add_flag("--categories", a->categories, "Per-category purity and confused pairs");
+  c->add_option("--clusters", a->clusters, "k-means clusters for an unlabelled collection");
+  c->add_option("--propagation", a->propagation, "Image whose propagated set to draw");
+  c->add_option("-k", a->k, "Neighbours (default: 50 for IMAGE, 10 for --categories, 4 for --propagation)");
+  c->add_option("--hops", a->hops, "Propagation depth l")->capture_default_str();
+  c->add_option("--max-queries", a->max_queries, "Items queried for --categories (a random sample beyond)")->capture_default_str();
+  c->add_option("--out", a->out, "Directory for PNG charts and montages")->capture_default_str();
+  c->add_option("--model", a->model, "Model override (must be the index's model)");
+  c->callback([a] {
+    globals().action = [a] {
+      int modes = !a->image.empty() + a->categories + (a->clusters > 0) + !a->propagation.empty();
+      if (modes != 1)
+        throw CLI::ValidationError("inspect", "give exactly one of IMAGE, --categories, --clusters N, --propagation IMAGE");
+      search::IndexHandle h(a->index, a->model);
+      namespace fs = std::filesystem;
+      if (!a->image.empty()) {
+        auto q = h.embedder().embed_images({data::read_image_file(a->image, 0)});
+        auto cats = search::nearest_categories(h, q, a->k > 0 ? a->k : 50);
+        if (globals().json) {
+          nlohmann::json j = nlohmann::json::array();
+          for (auto& s : cats) j.push_back({{"label", s.label}, {"category", s.name}, {"vote", s.vote}, {"centroid_cosine", s.centroid}});
+          std::cout << nlohmann::json{{"image", a->image}, {"categories", j}}.dump() << "\n";
+        } else {
+          std::cout << "nearest categories of " << a->image << "\n";
+          std::printf("%-16s  %6s  %8s\n", "category", "vote", "centroid");
+          for (size_t i = 0; i < cats.size() && i < 5; ++i)
+            std::printf("%-16s  %5.1f%%  %8.3f\n", cats[i].name.c_str(), 100 * cats[i].vote, cats[i].centroid);
+        }
+      } else if (a->categories) {
+        auto r = search::category_report(h, a->k > 0 ? a->k : 10, a->max_queries, globals().seed);
+        fs::create_directories(a->out);
+        auto chart = (fs::path(a->out) / "category-purity.png").string();
+        std::vector<std::string> names;
+        std::vector<double> vals;
+        for (auto& c2 : r.categories) names.push_back(c2.name), vals.push_back(c2.purity);
+        data::write_bar_chart("neighbour purity @" + std::to_string(r.k) + " (" + std::to_string(r.queried) + " items)",
+                              names, vals, chart);
+        if (globals().json) {
+          nlohmann::json cj = nlohmann::json::array(), pj = nlohmann::json::array();
+          for (auto& x : r.categories) cj.push_back({{"label", x.label}, {"category", x.name}, {"items", x.items}, {"purity", x.purity}});
+          for (auto& p : r.confused) pj.push_back({{"a", p.name_a}, {"b", p.name_b}, {"share", p.share}});
+          std::cout << nlohmann::json{{"k", r.k}, {"queried", r.queried}, {"purity", r.purity},
+                                      {"categories", cj}, {"confused", pj}, {"chart", chart}}.dump() << "\n";
+        } else {
+          std::printf("neighbour purity @%d over %lld items: %.1f%%\n", r.k, (long long)r.queried, 100 * r.purity);
+          std::printf("%-16s  %7s  %7s\n", "category", "items", "purity");
+          for (auto& x : r.categories) std::printf("%-16s  %7lld  %6.1f%%\n", x.name.c_str(), (long long)x.items, 100 * x.purity);
+          std::printf("\nmost confused pairs (share of neighbour slots)\n");
+          for (auto& p : r.confused) std::printf("%-16s <-> %-16s  %5.2f%%\n", p.name_a.c_str(), p.name_b.c_str(), 100 * p.share);
+          std::fflush(stdout);
+          log::info("chart: " + chart);
+        }
+      } else if (a->clusters > 0) {
+        auto cl = search::cluster_collection(h, a->clusters, 8, 100000, globals().seed);
+        fs::create_directories(a->out);
+        auto png = (fs::path(a->out) / "clusters.png").string();
+        std::vector<std::vector<search::Hit>> rows;
+        std::vector<std::string> caps;
+        for (size_t i = 0; i < cl.size(); ++i) rows.push_back(cl[i].closest);
+        draw_rows({}, {}, rows, 8, png);
+        if (globals().json) {
+          nlohmann::json j = nlohmann::json::array();
+          for (size_t i = 0; i < cl.size(); ++i) {
+            nlohmann::json m = nlohmann::json::array();
+            for (size_t r = 0; r < cl[i].closest.size(); ++r) m.push_back(hit_json(cl[i].closest[r], int(r + 1)));
+            j.push_back({{"cluster", i}, {"size", cl[i].size}, {"closest", m}});
+          }
+          std::cout << nlohmann::json{{"clusters", j}, {"montage", png}}.dump() << "\n";
+        } else {
+          std::printf("%7s  %7s  %s\n", "cluster", "size", "closest item");
+          for (size_t i = 0; i < cl.size(); ++i)
+            std::printf("%7zu  %7lld  %s\n", i, (long long)cl[i].size,
+                        cl[i].closest.empty() ? "-" : cl[i].closest[0].path.c_str());
+          std::fflush(stdout);
+          log::info("montage (one row per cluster): " + png);
+        }
+      } else {
+        auto img = data::read_image_file(a->propagation, 0);
+        auto q = h.embedder().embed_images({img});
+        auto v = search::propagation(h, q, a->k > 0 ? a->k : 4, a->hops);
+        fs::create_directories(a->out);
+        auto png = (fs::path(a->out) / "propagation.png").string();
+        std::vector<std::vector<search::Hit>> rows;
+        std::vector<data::Image> firsts;
+        std::vector<std::string> caps;
+        for (size_t i = 0; i < v.hops.size(); ++i) {
+          rows.push_back(v.hops[i]);
+          firsts.push_back(i == 0 ? img : data::Image{});
+          caps.push_back(i == 0 ? "anchor" : "hop " + std::to_string(i + 1));
+        }
+        draw_rows(firsts, caps, rows, 16, png);
+        if (globals().json) {
+          nlohmann::json hj = nlohmann::json::array();
+          for (auto& hop : v.hops) {
+            nlohmann::json r = nlohmann::json::array();
+            for (size_t i = 0; i < hop.size(); ++i) r.push_back(hit_json(hop[i], int(i + 1)));
+            hj.push_back(r);
+          }
+          std::cout << nlohmann::json{{"image", a->propagation}, {"anchor_id", v.anchor.id}, {"hops", hj}, {"montage", png}}.dump() << "\n";
+        } else {
+          std::cout << "propagation from " << a->propagation
+                    << (v.anchor.id >= 0 ? " (indexed as id " + std::to_string(v.anchor.id) + ")" : " (not in the index)") << "\n";
+          for (size_t i = 0; i < v.hops.size(); ++i) {
+            int same = 0;
+            for (auto& x : v.hops[i]) same += v.anchor.label >= 0 && x.label == v.anchor.label;
+            std::cout << "hop " << i + 1 << ": " << v.hops[i].size() << " items";
+            if (v.anchor.label >= 0) std::cout << ", " << same << " with the anchor's label";
+            std::cout << "\n";
+          }
+          std::cout.flush();
+          log::info("montage (one row group per hop): " + png);
+        }
+      }
+    };
+  });
+}
+}  // namespace
+
+void add_query_commands(CLI::App& app) {
+  add_query(app);
+  add_inspect(app);
+}
+}  // namespace invp::app

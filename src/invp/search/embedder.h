@@ -1,0 +1,77 @@
+// Turning images into embeddings with a trained model (model.pt + model.json): one image,
+// a batch, a whole data set in memory, or a data set streamed into embeddings.h5.
+// Conventions: images go through the model's eval transform (resize + centre crop,
+// per-channel mean/std from model.json) with the model's channel count; embeddings come
+// back as float32 N×D CPU tensors with L2-normalised rows.
+#pragma once
+#include <invp/data/augment.h>
+#include <invp/data/dataset.h>
+#include <invp/model/encoder.h>
+#include <invp/model/model_io.h>
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace invp::search {
+
+class Embedder {
+ public:
+  // Loads MODEL_PT (and model.json beside it) onto DEVICE ("cpu" or "cuda").
+  explicit Embedder(const std::string& model_pt, const std::string& device = "cpu");
+  const model::ModelInfo& info() const { return info_; }
+  const std::string& model_path() const { return path_; }
+  const std::string& model_hash() const { return hash_; }  // XXH3-128 of model.pt's bytes
+  int channels() const { return info_.encoder.in_channels; }
+  int dim() const { return info_.encoder.dim; }
+  data::AugmentConfig transform() const { return transform_; }
+
+  // images: N×C×H×W normalised float (what the loader makes with transform()).
+  torch::Tensor embed(const torch::Tensor& images);
+  // Decoded images of any size; converted to the model's channels and transformed here.
+  torch::Tensor embed_images(const std::vector<data::Image>& images);
+
+ private:
+  std::string path_, hash_;
+  model::ModelInfo info_;
+  model::Encoder net_{nullptr};
+  torch::Device device_{torch::kCPU};
+  data::AugmentConfig transform_;
+};
+
+// Every good item of DS (bad ones skipped with a warning, as in training) embedded in memory.
+struct Features {
+  torch::Tensor features;  // n×D float32, normalised rows
+  torch::Tensor labels;    // n int64 (−1 unknown)
+  torch::Tensor ids;       // n int64 data-set indices
+  std::vector<std::string> paths;  // n source paths
+};
+Features embed_dataset_in_memory(Embedder& embedder, std::shared_ptr<const data::Dataset> ds,
+                                 int batch_size = 256, int workers = 1);
+// The raw-pixel baseline: pixels/255 of each item at its own size (all items must share one
+// size), flattened and L2-normalised.
+Features raw_pixel_features(std::shared_ptr<const data::Dataset> ds, int batch_size = 512,
+                            int workers = 1);
+
+struct EmbedOptions {
+  int batch_size = 256;
+  int workers = 1;
+  int64_t chunk_rows = 8192;  // rows per resumable chunk of OUT.partial
+};
+struct EmbedReport {
+  int64_t rows = 0;          // rows in the finished file
+  int64_t resumed_rows = 0;  // rows found already done in OUT.partial
+  int64_t skipped_bad = 0;
+  double seconds = 0;        // this run's wall time
+  double images_per_second = 0;
+};
+// Streams SOURCE through the model into OUT (embeddings.h5 layout, store/embedding_store.h):
+// memory does not grow with N, decoding overlaps the forward pass, a killed run resumes
+// from its last complete chunk when rerun with the same model and source.
+EmbedReport embed_to_file(Embedder& embedder, const std::string& source, const std::string& out,
+                          const EmbedOptions& opts);
+
+}  // namespace invp::search

@@ -1,0 +1,496 @@
+#include <invp/core/atomic_file.h>
+#include <invp/core/error.h>
+#include <invp/core/hash.h>
+#include <invp/core/lock_file.h>
+#include <invp/core/log.h>
+#include <invp/core/progress.h>
+#include <invp/index/exact_knn.h>
+#include <invp/model/model_io.h>
+#include <invp/search/index_dir.h>
+
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+
+namespace invp::search {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+constexpr int64_t kBlockRows = 65536;
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+std::string now_iso() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path, "cannot open");
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+std::string index_file(int gen) { return "index-" + std::to_string(gen) + ".faiss"; }
+std::string meta_file(int gen) { return "meta-" + std::to_string(gen) + ".h5"; }
+
+FileRecord record_of(const std::string& path) {
+  return {int64_t(fs::file_size(path)), hash_file(path)};
+}
+
+void copy_atomically(const std::string& from, const std::string& to) {
+  write_atomically(to, [&](const std::string& tmp) {
+    std::error_code ec;
+    fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw Error(to, "cannot copy " + from + ": " + ec.message(), "check free disk space");
+  });
+}
+
+// Removes data files, temporaries and partial outputs that index.json does not name.
+void remove_leftovers(const std::string& dir, const IndexInfo& keep) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool data = (name.rfind("index-", 0) == 0 && name.find(".faiss") != std::string::npos) ||
+                      (name.rfind("meta-", 0) == 0 && name.find(".h5") != std::string::npos);
+    const bool temp = name.find(".tmp.") != std::string::npos;
+    if ((data || temp) && !keep.files.count(name)) {
+      std::error_code ec2;
+      fs::remove_all(e.path(), ec2);
+    }
+  }
+}
+
+void commit(const std::string& dir, IndexInfo& info) {
+  info.updated = now_iso();
+  write_file_atomically((fs::path(dir) / "index.json").string(), info.to_json());
+  remove_leftovers(dir, info);
+}
+
+// Sorted random sample of m distinct row numbers in [0, n).
+std::vector<int64_t> sample_rows(int64_t n, int64_t m, uint64_t seed) {
+  std::vector<int64_t> all(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) all[size_t(i)] = i;
+  if (m >= n) return all;
+  std::mt19937_64 rng(seed ^ 0x5eedULL);
+  for (int64_t i = 0; i < m; ++i) {
+    int64_t j = i + int64_t(rng() % uint64_t(n - i));
+    std::swap(all[size_t(i)], all[size_t(j)]);
+  }
+  all.resize(size_t(m));
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+// Embeddings of the given sorted rows, read block by block.
+torch::Tensor gather_rows(const store::EmbeddingReader& r, const std::vector<int64_t>& rows) {
+  auto out = torch::empty({int64_t(rows.size()), r.dim()}, torch::kFloat32);
+  size_t k = 0;
+  for (int64_t start = 0; start < r.size() && k < rows.size(); start += kBlockRows) {
+    const int64_t count = std::min(kBlockRows, r.size() - start);
+    if (rows[k] >= start + count) continue;
+    auto block = r.read(start, count).embeddings;
+    while (k < rows.size() && rows[k] < start + count) out[int64_t(k)].copy_(block[rows[k] - start]), ++k;
+  }
+  return out;
+}
+
+// Exact top-k ids of the queries over the whole file, streamed in blocks (memory O(Q·k)).
+torch::Tensor exact_truth(const store::EmbeddingReader& r, const torch::Tensor& queries, int k) {
+  torch::Tensor best_sim, best_id;
+  for (int64_t start = 0; start < r.size(); start += kBlockRows) {
+    auto rows = r.read(start, std::min(kBlockRows, r.size() - start));
+    auto res = index::knn_inner_product(queries, rows.embeddings, int(std::min<int64_t>(k, rows.size())), false);
+    auto ids = torch::from_blob(rows.ids.data(), {rows.size()}, torch::kLong).index_select(0, res.indices.flatten()).view(res.indices.sizes());
+    if (!best_sim.defined()) {
+      best_sim = res.similarities, best_id = ids;
+    } else {
+      auto s = torch::cat({best_sim, res.similarities}, 1), i = torch::cat({best_id, ids}, 1);
+      auto top = s.topk(std::min<int64_t>(k, s.size(1)), 1);
+      best_sim = std::get<0>(top);
+      best_id = i.gather(1, std::get<1>(top));
+    }
+  }
+  return best_id;
+}
+
+index::Recipe resolve_recipe(const std::string& spec, int64_t n, int64_t dim, int64_t max_memory,
+                             std::string* reason) {
+  if (spec == "auto") {
+    auto c = index::choose_recipe(n, dim, max_memory);
+    *reason = c.reason;
+    return c.recipe;
+  }
+  auto names = index::builtin_recipe_names();
+  if (std::find(names.begin(), names.end(), spec) != names.end()) {
+    *reason = "recipe '" + spec + "' given";
+    return index::builtin_recipe(spec, dim);
+  }
+  if (!fs::exists(spec))
+    throw Error(spec, "no such recipe", "use auto, a built-in name (flat, hnsw, ivf-flat, ivf-pq) or a recipe file such as indexes/hnsw.toml");
+  *reason = "recipe file " + spec;
+  return index::load_recipe(spec);
+}
+}  // namespace
+
+std::string IndexInfo::to_json() const {
+  json files_j = json::object();
+  for (auto& [name, f] : files) files_j[name] = {{"bytes", f.bytes}, {"xxh3", f.xxh3}};
+  json j{{"format_version", kIndexFormatVersion},
+         {"recipe", {{"name", recipe.name}, {"factory", recipe.factory}, {"metric", recipe.metric},
+                     {"train_size", recipe.train_size}, {"search", recipe.search}}},
+         {"factory", factory},
+         {"choice_reason", choice_reason},
+         {"metric", recipe.metric},
+         {"dim", dim},
+         {"size", size},
+         {"next_id", next_id},
+         {"generation", generation},
+         {"model_hash", model_hash},
+         {"model", has_model ? "model.pt" : ""},
+         {"files", files_j},
+         {"search_params", search_params},
+         {"measured", {{"k", tuned_k}, {"target_recall", target_recall}, {"recall_at_k", recall},
+                       {"queries_per_second", queries_per_second}, {"build_seconds", build_seconds}}},
+         {"source", source},
+         {"created", created},
+         {"updated", updated}};
+  return j.dump(2) + "\n";
+}
+
+IndexInfo IndexInfo::from_json(const std::string& text, const std::string& file) {
+  IndexInfo i;
+  try {
+    json j = json::parse(text);
+    int v = j.at("format_version").get<int>();
+    if (v != kIndexFormatVersion)
+      throw Error(file, "index format version " + std::to_string(v) + " is not supported",
+                  "rebuild the index with this invp");
+    auto& r = j.at("recipe");
+    i.recipe.name = r.at("name").get<std::string>();
+    i.recipe.factory = r.at("factory").get<std::string>();
+    i.recipe.metric = r.at("metric").get<std::string>();
+    i.recipe.train_size = r.at("train_size").get<int64_t>();
+    i.recipe.search = r.at("search").get<std::map<std::string, double>>();
+    i.factory = j.at("factory").get<std::string>();
+    i.choice_reason = j.value("choice_reason", "");
+    i.dim = j.at("dim").get<int64_t>();
+    i.size = j.at("size").get<int64_t>();
+    i.next_id = j.at("next_id").get<int64_t>();
+    i.generation = j.at("generation").get<int>();
+    i.model_hash = j.at("model_hash").get<std::string>();
+    i.has_model = !j.value("model", std::string()).empty();
+    for (auto& [name, f] : j.at("files").items())
+      i.files[name] = {f.at("bytes").get<int64_t>(), f.at("xxh3").get<std::string>()};
+    i.search_params = j.at("search_params").get<std::map<std::string, double>>();
+    auto& m = j.at("measured");
+    i.tuned_k = m.at("k").get<int>();
+    i.target_recall = m.at("target_recall").get<double>();
+    i.recall = m.at("recall_at_k").get<double>();
+    i.queries_per_second = m.at("queries_per_second").get<double>();
+    i.build_seconds = m.value("build_seconds", 0.0);
+    i.source = j.value("source", "");
+    i.created = j.value("created", "");
+    i.updated = j.value("updated", "");
+  } catch (const json::exception& e) {
+    throw Error(file, std::string("invalid index.json: ") + e.what(), "rebuild the index");
+  }
+  if (i.dim <= 0 || i.size < 0 || i.next_id < 0 || i.generation < 1 ||
+      !i.files.count(index_file(i.generation)) || !i.files.count(meta_file(i.generation)))
+    throw Error(file, "inconsistent index.json (dim, size, generation or files)", "rebuild the index");
+  for (auto& [name, f] : i.files)
+    if (name.find('/') != std::string::npos || name.find("..") != std::string::npos || f.bytes < 0)
+      throw Error(file, "invalid file entry '" + name + "'");
+  return i;
+}
+
+IndexInfo read_index_info(const std::string& dir) {
+  auto path = (fs::path(dir) / "index.json").string();
+  if (!fs::exists(dir)) throw Error(dir, "no such index directory", "build one with: invp index build");
+  if (!fs::exists(path)) throw Error(dir, "not an index directory (no index.json)", "build one with: invp index build");
+  return IndexInfo::from_json(read_text(path), path);
+}
+
+BuildReport build_index(const std::string& embeddings_h5, const std::string& dir, const BuildOptions& opts) {
+  auto t0 = std::chrono::steady_clock::now();
+  store::EmbeddingReader reader(embeddings_h5);
+  if (!reader.has_embeddings()) throw Error(embeddings_h5, "holds no /embeddings");
+  const int64_t n = reader.size(), d = reader.dim();
+  if (n == 0) throw Error(embeddings_h5, "holds no rows", "embed a non-empty collection first");
+  DirLock lock(dir);
+  IndexInfo info;
+  int gen = 1;
+  if (fs::exists(fs::path(dir) / "index.json")) {
+    try {
+      auto old = read_index_info(dir);
+      remove_leftovers(dir, old);
+      gen = old.generation + 1;
+    } catch (const Error&) {
+      gen = 1;
+    }
+  }
+  info.generation = gen;
+  info.dim = d;
+  info.model_hash = reader.meta().model_hash;
+  info.source = fs::absolute(embeddings_h5).string();
+  info.created = now_iso();
+
+  // The model travels with the index when we can find it and it is the one that made the file.
+  std::string model = opts.model_pt.empty() ? reader.meta().model_path : opts.model_pt;
+  if (!model.empty() && fs::exists(model)) {
+    auto h = hash_file(model);
+    if (!info.model_hash.empty() && h != info.model_hash)
+      throw Error(model, "is not the model that made " + embeddings_h5 + " (hash differs)",
+                  "pass the model used by invp embed with --model");
+    copy_atomically(model::json_path_for(model), (fs::path(dir) / "model.json").string());
+    copy_atomically(model, (fs::path(dir) / "model.pt").string());
+    info.has_model = true;
+  } else {
+    if (!opts.model_pt.empty()) throw Error(opts.model_pt, "no such model file");
+    log::warn("no model found for " + embeddings_h5 +
+              ": the index answers --id queries only (pass --model to query by image)");
+  }
+
+  info.recipe = resolve_recipe(opts.recipe, n, d, opts.max_memory, &info.choice_reason);
+  index::AnnIndex ann(info.recipe, d, n);
+  info.factory = ann.factory();
+  log::info("index " + info.factory + " for " + std::to_string(n) + " x " + std::to_string(d) +
+            ": " + info.choice_reason);
+  if (!ann.is_trained()) {
+    const int64_t m = info.recipe.train_size > 0 ? std::min(info.recipe.train_size, n) : n;
+    log::info("training on " + std::to_string(m) + " vectors");
+    auto sample = gather_rows(reader, sample_rows(n, m, opts.seed));
+    // OPQ/PQ training is many small parallel regions; with libgomp busy-waiting it ran
+    // ~7x slower on 2 threads than on 1 here (CONVENTIONS.md, thread policy): train on one.
+    const bool pq = info.factory.find("PQ") != std::string::npos;
+    const int threads = omp_get_max_threads();
+    if (pq) omp_set_num_threads(1);
+    try {
+      ann.train(sample);
+    } catch (...) {
+      omp_set_num_threads(threads);
+      throw;
+    }
+    omp_set_num_threads(threads);
+  }
+  {
+    Progress bar("add", (n + kBlockRows - 1) / kBlockRows);
+    int64_t last = -1, b = 0;
+    for (int64_t start = 0; start < n; start += kBlockRows) {
+      auto rows = reader.read(start, std::min(kBlockRows, n - start));
+      for (int64_t id : rows.ids) {
+        if (id <= last) throw Error(embeddings_h5, "/ids must be increasing and unique (id " + std::to_string(id) + ")");
+        last = id;
+      }
+      ann.add(rows.embeddings, torch::from_blob(rows.ids.data(), {rows.size()}, torch::kLong).clone());
+      bar.update(++b);
+    }
+    bar.finish();
+    info.next_id = last + 1;
+  }
+  info.size = ann.size();
+
+  const int k = int(std::min<int64_t>(opts.k, n));
+  auto q = gather_rows(reader, sample_rows(n, std::min(opts.tune_queries, n), opts.seed + 1));
+  auto truth = exact_truth(reader, q, k);
+  auto tuned = index::tune(ann, q, truth, k, opts.target_recall);
+  info.search_params = tuned.params;
+  info.tuned_k = k;
+  info.target_recall = opts.target_recall;
+  info.recall = tuned.recall;
+  info.queries_per_second = tuned.queries_per_second;
+  if (tuned.recall < opts.target_recall)
+    log::warn("recall@" + std::to_string(k) + " " + std::to_string(tuned.recall) +
+              " stays below the target " + std::to_string(opts.target_recall) + " at the largest setting");
+
+  const auto ipath = (fs::path(dir) / index_file(gen)).string();
+  const auto mpath = (fs::path(dir) / meta_file(gen)).string();
+  ann.write(ipath);
+  copy_atomically(embeddings_h5, mpath);
+  info.files[index_file(gen)] = record_of(ipath);
+  info.files[meta_file(gen)] = record_of(mpath);
+  info.build_seconds = seconds_since(t0);
+  commit(dir, info);
+  return {info, info.build_seconds};
+}
+
+AddReport add_to_index(const std::string& dir, const store::Rows& rows, const std::string& model_hash) {
+  auto t0 = std::chrono::steady_clock::now();
+  DirLock lock(dir);
+  IndexInfo info = read_index_info(dir);
+  remove_leftovers(dir, info);  // what an interrupted add left behind
+  if (!rows.embeddings.defined() || rows.size() == 0) throw Error(dir, "nothing to add");
+  if (rows.embeddings.dim() != 2 || rows.embeddings.size(1) != info.dim)
+    throw Error(dir, "dimension mismatch: index has " + std::to_string(info.dim) + ", new rows have " +
+                         std::to_string(rows.embeddings.dim() == 2 ? rows.embeddings.size(1) : -1));
+  if (!model_hash.empty() && !info.model_hash.empty() && model_hash != info.model_hash)
+    throw Error(dir, "the new embeddings were made by another model than the index's",
+                "embed them with the index's model.pt");
+  IndexHandle h(dir);
+  const int old_gen = info.generation, gen = old_gen + 1;
+  store::Rows add = rows;
+  for (int64_t i = 0; i < add.size(); ++i) add.ids[size_t(i)] = info.next_id + i;
+  auto ids = torch::from_blob(add.ids.data(), {add.size()}, torch::kLong).clone();
+  h.ann().add(add.embeddings.contiguous(), ids);
+
+  // New generation: index file, then meta (old rows streamed, new ones appended), then commit.
+  const auto ipath = (fs::path(dir) / index_file(gen)).string();
+  const auto mpath = (fs::path(dir) / meta_file(gen)).string();
+  h.ann().write(ipath);
+  {
+    auto meta = h.meta().meta();
+    store::EmbeddingWriter w(mpath, meta, kBlockRows);
+    for (int64_t start = 0; start < h.meta().size(); start += kBlockRows)
+      w.append(h.meta().read(start, std::min(kBlockRows, h.meta().size() - start)));
+    w.append(add);
+    w.finish();
+  }
+  info.generation = gen;
+  info.files.clear();
+  info.files[index_file(gen)] = record_of(ipath);
+  info.files[meta_file(gen)] = record_of(mpath);
+  info.size += add.size();
+  info.next_id += add.size();
+  AddReport r{add.size(), add.ids.front(), info.size, 0};
+  commit(dir, info);
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+IndexHandle::IndexHandle(const std::string& dir, const std::string& model_override, const std::string& device)
+    : dir_(dir), model_override_(model_override), device_(device) {
+  info_ = read_index_info(dir);
+  auto check = [&](const std::string& name) {
+    auto p = (fs::path(dir) / name).string();
+    if (!fs::exists(p)) throw Error(p, "missing (named in index.json)", "rebuild the index");
+    auto& rec = info_.files.at(name);
+    if (int64_t(fs::file_size(p)) != rec.bytes)
+      throw Error(p, "size differs from index.json (truncated or replaced)", "rebuild the index");
+    return p;
+  };
+  auto ipath = check(index_file(info_.generation));
+  auto mpath = check(meta_file(info_.generation));
+  ann_ = std::make_unique<index::AnnIndex>(index::AnnIndex::read(
+      ipath, info_.files.at(index_file(info_.generation)).bytes, info_.files.at(index_file(info_.generation)).xxh3));
+  if (hash_file(mpath) != info_.files.at(meta_file(info_.generation)).xxh3)
+    throw Error(mpath, "contents differ from index.json (corrupt or replaced)", "rebuild the index");
+  meta_ = std::make_unique<store::EmbeddingReader>(mpath);
+  if (ann_->dim() != info_.dim || meta_->dim() != info_.dim)
+    throw Error(dir, "dimension of the index files differs from index.json", "rebuild the index");
+  if (ann_->size() != info_.size || meta_->size() != info_.size)
+    throw Error(dir, "index and metadata hold different numbers of items", "rebuild the index");
+  if (!info_.search_params.empty()) ann_->set_search_params(info_.search_params);
+}
+
+IndexHandle::~IndexHandle() = default;
+
+const std::vector<std::string>& IndexHandle::categories() const { return meta_->meta().categories; }
+
+Embedder& IndexHandle::embedder() {
+  if (!embedder_) {
+    std::string model = model_override_;
+    if (model.empty()) {
+      if (!info_.has_model)
+        throw Error(dir_, "this index has no model, so it cannot embed images",
+                    "pass --model (the one that made its embeddings), or query with --id");
+      model = (fs::path(dir_) / "model.pt").string();
+    }
+    embedder_ = std::make_unique<Embedder>(model, device_);
+    if (!info_.model_hash.empty() && embedder_->model_hash() != info_.model_hash)
+      throw Error(model, "is not the model of index " + dir_ + " (hash differs)",
+                  "use the index's own model, or rebuild the index with this one");
+    if (embedder_->dim() != info_.dim)
+      throw Error(model, "embeds to " + std::to_string(embedder_->dim()) + " dims, the index holds " +
+                             std::to_string(info_.dim));
+  }
+  return *embedder_;
+}
+
+void IndexHandle::load_rows() {
+  if (rows_loaded_) return;
+  auto r = meta_->read_all(false);
+  ids_ = std::move(r.ids);
+  labels_ = std::move(r.labels);
+  rows_loaded_ = true;
+}
+
+const std::vector<int32_t>& IndexHandle::labels() {
+  load_rows();
+  return labels_;
+}
+const std::vector<int64_t>& IndexHandle::ids() {
+  load_rows();
+  return ids_;
+}
+
+bool IndexHandle::has_labels() {
+  const auto& l = labels();
+  return std::any_of(l.begin(), l.end(), [](int32_t x) { return x >= 0; });
+}
+
+int64_t IndexHandle::row_of(int64_t id) {
+  const auto& v = ids();
+  auto it = std::lower_bound(v.begin(), v.end(), id);
+  return it != v.end() && *it == id ? int64_t(it - v.begin()) : -1;
+}
+
+torch::Tensor IndexHandle::vectors(const std::vector<int64_t>& ids) {
+  auto out = torch::empty({int64_t(ids.size()), info_.dim}, torch::kFloat32);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    int64_t r = row_of(ids[i]);
+    if (r < 0) throw Error(dir_, "no item with id " + std::to_string(ids[i]));
+    out[int64_t(i)].copy_(meta_->read(r, 1).embeddings[0]);
+  }
+  return out;
+}
+
+Hit IndexHandle::describe(int64_t id, float score) {
+  Hit h;
+  h.id = id;
+  h.score = score;
+  int64_t r = row_of(id);
+  if (r < 0) return h;
+  auto row = meta_->read(r, 1, false);
+  h.label = row.labels[0];
+  h.path = row.paths[0];
+  const auto& cats = categories();
+  if (h.label >= 0 && size_t(h.label) < cats.size()) h.category = cats[size_t(h.label)];
+  return h;
+}
+
+std::vector<std::vector<Hit>> IndexHandle::search(const torch::Tensor& queries, int k,
+                                                  const std::vector<int64_t>& exclude) {
+  if (k < 1) throw Error("", "-k must be at least 1");
+  if (queries.dim() != 2 || queries.size(1) != info_.dim)
+    throw Error(dir_, "query dimension " + std::to_string(queries.dim() == 2 ? queries.size(1) : -1) +
+                          " differs from the index's " + std::to_string(info_.dim));
+  const bool ex = !exclude.empty();
+  auto res = ann_->search(queries.contiguous(), k + (ex ? 1 : 0));
+  std::vector<std::vector<Hit>> out(size_t(queries.size(0)));
+  auto ids = res.indices.accessor<int64_t, 2>();
+  auto sims = res.similarities.accessor<float, 2>();
+  for (int64_t q = 0; q < queries.size(0); ++q) {
+    for (int64_t j = 0; j < res.indices.size(1) && int(out[size_t(q)].size()) < k; ++j) {
+      if (ids[q][j] < 0 || (ex && ids[q][j] == exclude[size_t(q)])) continue;
+      out[size_t(q)].push_back(describe(ids[q][j], sims[q][j]));
+    }
+  }
+  return out;
+}
+
+}  // namespace invp::search
