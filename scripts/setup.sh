@@ -10,6 +10,7 @@ packages=(
   libhdf5-dev libcli11-dev libgtest-dev
   libopenblas0-openmp libopenblas-openmp-dev
   nlohmann-json3-dev zlib1g-dev libxxhash-dev
+  hdf5-tools
   dataset-fashion-mnist
 )
 missing=()

@@ -107,6 +107,14 @@ TEST(Trainer, DifferentConfigRefusedUnlessForced) {
   other.tau = 0.1f;
   EXPECT_THROW(Trainer(other, (f.root / "run").string()), invp::Error);
   EXPECT_NO_THROW(Trainer(other, (f.root / "run").string(), /*force=*/true));
+  // One trainer per run directory: a second one is refused while the first lives.
+  Trainer first(f.cfg, (f.root / "run").string());
+  try {
+    Trainer second(f.cfg, (f.root / "run").string());
+    ADD_FAILURE() << "second trainer on the same directory was allowed";
+  } catch (const invp::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("in use by another invp process"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Trainer, LearnsClassStructureAndLossFalls) {

@@ -1,5 +1,6 @@
 #include <invp/core/atomic_file.h>
 #include <invp/core/error.h>
+#include <invp/core/lock_file.h>
 #include <invp/core/log.h>
 #include <invp/core/progress.h>
 #include <invp/data/loader.h>
@@ -55,6 +56,7 @@ std::string metrics_line(const EpochMetrics& m) {
 bool stop_requested() { return g_stop; }
 
 struct Trainer::State {
+  std::unique_ptr<DirLock> lock;  // one trainer per run directory
   TrainConfig cfg;
   std::string out;
   std::shared_ptr<data::Dataset> ds, test_ds;
@@ -78,6 +80,7 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   s.cfg = cfg;
   s.out = out_dir;
   fs::create_directories(out_dir);
+  s.lock = std::make_unique<DirLock>(out_dir);
   s.ds = data::open_dataset(cfg.data, {cfg.channels, false});
   if (cfg.limit > 0 && size_t(cfg.limit) < s.ds->size()) s.ds = data::subset(s.ds, 0, size_t(cfg.limit));
   if (!cfg.test_data.empty()) s.test_ds = data::open_dataset(cfg.test_data, {s.ds->channels(), false});
