@@ -444,9 +444,27 @@ bool IndexHandle::has_labels() {
 }
 
 int64_t IndexHandle::row_of(int64_t id) {
-  const auto& v = ids();
-  auto it = std::lower_bound(v.begin(), v.end(), id);
-  return it != v.end() && *it == id ? int64_t(it - v.begin()) : -1;
+  if (rows_loaded_) {
+    auto it = std::lower_bound(ids_.begin(), ids_.end(), id);
+    return it != ids_.end() && *it == id ? int64_t(it - ids_.begin()) : -1;
+  }
+  // Without loading every id (a query needs a handful): ids are increasing and unique, so
+  // row ≤ id; embed gives row == id unless bad items were skipped. Binary search over
+  // single-row reads, starting at the guess.
+  auto id_at = [&](int64_t r) { return meta_->read(r, 1, false).ids[0]; };
+  const int64_t n = meta_->size();
+  if (id < 0 || n == 0) return -1;
+  int64_t hi = std::min(id, n - 1);
+  int64_t v = id_at(hi);
+  if (v == id) return hi;
+  if (v < id) return -1;
+  int64_t lo = 0;  // invariant: id_at(lo) <= id < id_at(hi) once checked
+  if (id_at(0) > id) return -1;
+  while (hi - lo > 1) {
+    int64_t mid = lo + (hi - lo) / 2;
+    (id_at(mid) <= id ? lo : hi) = mid;
+  }
+  return id_at(lo) == id ? lo : -1;
 }
 
 torch::Tensor IndexHandle::vectors(const std::vector<int64_t>& ids) {
