@@ -413,3 +413,37 @@ TEST(Fetch, PathsSubsetsAndPngRoundTrip) {
   auto c = read_image_file(chart, 3);
   EXPECT_EQ(c.height, 36 + 3 * 22 + 12);  // title strip + one row per bar + margin
 }
+
+// Hostile images: each is a clear invp::Error naming the file, never a crash or a huge
+// allocation (OpenCV refuses headers over OPENCV_IO_MAX_IMAGE_PIXELS, 2^30 by default).
+TEST(BadFiles, HostileImages) {
+  TmpDir t;
+  // A header that declares 50000 x 50000 RGB pixels (7.5 GB decoded) with no data.
+  Bytes huge = png(1, 1, 2, {1, 2, 3});
+  huge[16] = 0, huge[17] = 0, huge[18] = 0xc3, huge[19] = 0x50;  // width 50000
+  huge[20] = 0, huge[21] = 0, huge[22] = 0xc3, huge[23] = 0x50;  // height 50000
+  const uint32_t crc = crc32(0, huge.data() + 12, 17);             // keep IHDR's CRC valid
+  huge[29] = uint8_t(crc >> 24), huge[30] = uint8_t(crc >> 16), huge[31] = uint8_t(crc >> 8), huge[32] = uint8_t(crc);
+  write_file(t / "h/huge header.png", huge);
+  Bytes bad_crc = png(2, 2, 0, {1, 2, 3, 4});
+  bad_crc[bad_crc.size() - 20] ^= 0xff;  // inside IDAT's data or CRC
+  write_file(t / "h/bad crc.png", bad_crc);
+  std::vector<uchar> jpg;
+  cv::imencode(".jpg", cv::Mat(32, 32, CV_8UC3, cv::Scalar(5, 6, 7)), jpg);
+  write_file(t / "h/trunc.jpg", Bytes(jpg.begin(), jpg.begin() + 20));
+  write_file(t / "h/zero.png", {});
+  write_text(t / "h/text.jpg", "not a jpeg");
+  for (const char* name : {"huge header.png", "bad crc.png", "trunc.jpg", "zero.png", "text.jpg"}) {
+    const std::string p = t / (std::string("h/") + name);
+    expect_error([&] { read_image_file(p, 3); }, name, "cannot decode image");
+  }
+  // Odd but valid: spaces and non-ASCII in names, 16-bit grey+alpha.
+  cv::imwrite(t / "ok/café au lait ☕.png", cv::Mat(3, 3, CV_8UC1, cv::Scalar(77)));
+  cv::Mat ga16(2, 2, CV_16UC4, cv::Scalar(65535, 65535, 65535, 65535));
+  cv::imwrite(t / "ok/deep.png", ga16);
+  auto ok = open_dataset((t.dir / "ok").string());
+  ASSERT_EQ(ok->size(), 2u);
+  EXPECT_EQ(ok->get(0).image.pixels[0], 77);
+  EXPECT_NE(ok->get(0).path.find("café au lait ☕.png"), std::string::npos);
+  EXPECT_EQ(ok->get(1).image.pixels[0], 255);
+}
