@@ -87,8 +87,11 @@ TEST(Writer, ResumesFromTheLastCompleteChunkAfterAKill) {
   killed_run(out, 34, 10);
   EXPECT_FALSE(fs::exists(out));
   EXPECT_TRUE(fs::exists(out + ".partial"));
+  // What a kill during finish() leaves: a temp file of a process that is gone.
+  std::ofstream(out + ".tmp.999999999") << "half an HDF5 file";
 
   EmbeddingWriter w(out, make_meta(kDim), 10);
+  EXPECT_FALSE(fs::exists(out + ".tmp.999999999"));
   EXPECT_EQ(w.resume_rows(), 30);  // 4 buffered rows were lost with the killed writer
   EXPECT_EQ(w.next_id(), 30);
   append_pieces(w, w.next_id(), 57, {9});

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
+#include <fstream>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -44,13 +45,13 @@ H5::DataSpace select(const H5::DataSet& ds, H5::DataSpace& fs, int64_t start, in
 
 std::vector<std::string> read_strings(const H5::DataSet& ds, const char* name, detail::VlenGuard& guard,
                                       int64_t start, int64_t n) {
+  if (n == 0) return {};
+  H5::StrType ft = ds.getStrType();
+  if (ft.isVariableStr()) guard.check(ds.getId(), name, start, n);  // before any allocation
   std::vector<std::string> out(static_cast<size_t>(n));
-  if (n == 0) return out;
   H5::DataSpace fs;
   H5::DataSpace ms = select(ds, fs, start, n);
-  H5::StrType ft = ds.getStrType();
   if (ft.isVariableStr()) {
-    guard.check(ds.getId(), name, start, n);
     H5::StrType mt(H5::PredType::C_S1, H5T_VARIABLE);
     mt.setCset(ft.getCset());
     std::vector<char*> p(out.size(), nullptr);
@@ -91,6 +92,7 @@ struct EmbeddingReader::Impl {
 
   [[noreturn]] void bad(const std::string& problem) const { throw Error(path, problem, kFix); }
   H5::DataSet dataset(const char* name, H5T_class_t cls, int rank, bool required);
+  void check_storage(const H5::DataSet& ds, const char* name, uint64_t elements) const;
   std::string string_attr(const char* name) const;
   int64_t int_attr(const char* name, bool required) const;
   void open();
@@ -105,10 +107,28 @@ H5::DataSet EmbeddingReader::Impl::dataset(const char* name, H5T_class_t cls, in
   const Extent e = extent_of(ds);
   if (e.rank != rank) bad("/" + std::string(name) + " must have " + std::to_string(rank) + " dimension(s)");
   if (ds.getTypeClass() != cls) bad("/" + std::string(name) + " has the wrong element type");
+  if (cls == H5T_INTEGER && ds.getIntType().getSize() > 8) bad("/" + std::string(name) + " has oversized integers");
   if (e.dims[0] > hsize_t(detail::kMaxRows)) bad("/" + std::string(name) + " claims too many rows");
   if (cls == H5T_STRING && !ds.getStrType().isVariableStr() && ds.getStrType().getSize() > kMaxFixedString)
     bad("/" + std::string(name) + " has oversized fixed-length strings");
   return ds;
+}
+
+// The stored bytes must cover the extent (unless compressed), so a damaged extent cannot make
+// read_all() allocate far more than the file holds; data in other files is refused.
+void EmbeddingReader::Impl::check_storage(const H5::DataSet& ds, const char* name, uint64_t elements) const {
+  const std::string what = std::string("/") + name;
+  H5::DSetCreatPropList dcpl = ds.getCreatePlist();
+  const H5D_layout_t layout = dcpl.getLayout();
+  if (layout == H5D_VIRTUAL || dcpl.getExternalCount() > 0) bad(what + " keeps its data in other files");
+  if (elements == 0 || layout == H5D_COMPACT) return;
+  const hsize_t stored = ds.getStorageSize();
+  const bool filtered = layout == H5D_CHUNKED && dcpl.getNfilters() > 0;
+  H5::DataType t = ds.getDataType();
+  const uint64_t element_size =
+      t.getClass() == H5T_STRING && ds.getStrType().isVariableStr() ? guard.vlen_disk_size() : t.getSize();
+  if (stored > guard.file_size() || (filtered ? stored == 0 : stored / element_size < elements))
+    throw Error(path, what + " holds fewer stored bytes than its extent needs", kDamaged);
 }
 
 std::string EmbeddingReader::Impl::string_attr(const char* name) const {
@@ -131,6 +151,7 @@ int64_t EmbeddingReader::Impl::int_attr(const char* name, bool required) const {
   H5::Attribute a = file.openAttribute(name);
   if (a.getTypeClass() != H5T_INTEGER || a.getSpace().getSimpleExtentNpoints() != 1)
     bad(std::string("attribute ") + name + " must be one integer");
+  if (a.getIntType().getSize() > 8) bad(std::string("attribute ") + name + " has an oversized integer");
   int64_t v = 0;
   a.read(H5::PredType::NATIVE_INT64, &v);
   return v;
@@ -160,6 +181,9 @@ void EmbeddingReader::Impl::open() {
     if (int64_t(extent_of(*ds).dims[0]) != n)
       bad(std::string(name) + " has " + std::to_string(extent_of(*ds).dims[0]) + " entries but /ids has " +
           std::to_string(n));
+  check_storage(ids, "ids", uint64_t(n));
+  check_storage(labels, "labels", uint64_t(n));
+  check_storage(paths, "paths", uint64_t(n));
 
   emb = dataset("embeddings", H5T_FLOAT, 2, false);
   has_emb = emb.getId() > 0;
@@ -172,13 +196,15 @@ void EmbeddingReader::Impl::open() {
       bad("/embeddings has " + std::to_string(e.dims[1]) + " columns but attribute dim is " +
           std::to_string(meta.dim));
     if (meta.dim < 1) bad("/embeddings has no columns");
+    check_storage(emb, "embeddings", uint64_t(n) * uint64_t(meta.dim));
   }
   meta.with_embeddings = has_emb;
 
   H5::DataSet cats = dataset("categories", H5T_STRING, 1, false);
   if (cats.getId() > 0) {
     const int64_t c = int64_t(extent_of(cats).dims[0]);
-    if (c > (int64_t(1) << 24)) bad("/categories claims too many entries");
+    if (c > (int64_t(1) << 20)) bad("/categories claims too many entries");
+    check_storage(cats, "categories", uint64_t(c));
     meta.categories = read_strings(cats, "categories", guard, 0, c);
   }
 }
@@ -190,6 +216,7 @@ EmbeddingReader::EmbeddingReader(const std::string& path) : impl_(new Impl) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw Error(path, "no such file", "check the path");
   if (fs::is_directory(path, ec)) throw Error(path, "is a directory, not an HDF5 file", kFix);
+  if (!std::ifstream(path, std::ios::binary)) throw Error(path, "cannot open for reading", "check its permissions");
   if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path, "not an HDF5 file", kFix);
   detail::translate_h5(path, "cannot read HDF5 file", [&] { impl_->open(); }, kDamaged);
   guard.release();

@@ -47,20 +47,24 @@ struct Rows {
   std::vector<std::string> paths;
   std::vector<int32_t> labels;
   int64_t size() const { return int64_t(ids.size()); }
-  void append(const Rows& other);  // concatenates (embeddings too, when both defined)
+  // Concatenates (embeddings too, when both defined; an empty side takes the other's kind).
+  // Throws invp::Error when non-empty sides disagree on having embeddings.
+  void append(const Rows& other);
 };
 
 // Streams rows into OUT with bounded memory and survives being killed: rows are buffered
 // and written in chunks of `chunk_rows` as files under the directory "OUT.partial/" (each
 // chunk file written atomically, plus a manifest of meta + chunk size). Constructing a
 // writer over an existing OUT.partial whose manifest matches (dim, model_hash, source,
-// chunk_rows) resumes: resume_rows() says how many rows are already stored and the caller
-// continues from there. A mismatching manifest is discarded with a warning. finish()
-// assembles OUT (HDF5, streamed chunk by chunk) under a temp name, renames it into place
-// and removes OUT.partial; until then an existing OUT is untouched. Rows still buffered
-// when the writer is destroyed without finish() are lost (redone on resume). Chunk files
-// are checked (size, header, XXH3 checksum) on resume and again in finish(); a damaged
-// one is dropped with everything after it. One writer per OUT at a time (callers lock).
+// chunk_rows, with_embeddings) resumes: resume_rows() says how many rows are already stored
+// and the caller continues from there (categories and model_path are taken from the new
+// meta; `created` from the manifest unless given). A mismatching manifest is discarded with
+// a warning. finish() assembles OUT (HDF5, streamed chunk by chunk) under a temp name,
+// renames it into place and removes OUT.partial; until then an existing OUT is untouched.
+// Rows still buffered when the writer is destroyed without finish() are lost (redone on
+// resume). Chunk files are checked (size, header, XXH3 checksum) on resume and again in
+// finish(); a damaged one is dropped with everything after it. One writer per OUT at a
+// time (callers lock). Embeddings may be any float dtype/device; they are stored float32.
 class EmbeddingWriter {
  public:
   EmbeddingWriter(std::string out, StoreMeta meta, int64_t chunk_rows = 4096);
@@ -90,6 +94,7 @@ class EmbeddingReader {
   bool has_embeddings() const;
   const StoreMeta& meta() const;
   // Rows [start, start+count); embeddings only when has_embeddings() and with_embeddings.
+  // Out-of-range rows and damaged data throw invp::Error naming the file.
   Rows read(int64_t start, int64_t count, bool with_embeddings = true) const;
   Rows read_all(bool with_embeddings = true) const { return read(0, size(), with_embeddings); }
   EmbeddingReader(const EmbeddingReader&) = delete;
@@ -100,7 +105,8 @@ class EmbeddingReader {
   Impl* impl_;
 };
 
-// Writes a whole file in one go, atomically (meta.h5 when rows.embeddings is undefined).
+// Writes a whole file in one go, atomically (metadata-only when rows.embeddings is undefined
+// or meta.with_embeddings is false; meta.dim 0 is taken from the embeddings).
 void write_store(const std::string& path, const StoreMeta& meta, const Rows& rows);
 
 }  // namespace invp::store

@@ -6,7 +6,10 @@
 #include <invp/store/h5_io.h>
 #include <invp/store/row_buffer.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -37,6 +40,23 @@ json identity(const StoreMeta& m, int64_t chunk_rows) {
           {"dim", m.dim},                {"model_hash", m.model_hash},
           {"source", m.source},          {"chunk_rows", chunk_rows},
           {"with_embeddings", m.with_embeddings}};
+}
+
+// Removes "OUT.tmp.<pid>" files left by a finish() that was killed (their process is gone).
+void remove_stale_temps(const std::string& out) {
+  const fs::path p(out);
+  const std::string prefix = p.filename().string() + ".tmp.";
+  std::error_code ec;
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string pid = name.substr(prefix.size());
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) continue;
+    if (::kill(pid_t(std::stol(pid)), 0) == 0 || errno != ESRCH) continue;
+    std::error_code ec2;
+    fs::remove(e.path(), ec2);
+  }
 }
 
 }  // namespace
@@ -138,6 +158,7 @@ EmbeddingWriter::EmbeddingWriter(std::string out, StoreMeta meta, int64_t chunk_
       throw Error(w.out, "invalid embedding dimension " + std::to_string(w.meta.dim));
     const bool keep_created = !w.meta.created.empty();
     if (!keep_created) w.meta.created = detail::iso8601_utc_now();
+    remove_stale_temps(w.out);
     w.buf.with_embeddings = w.meta.with_embeddings;
     w.buf.dim = w.meta.dim;
     if (!(fs::exists(w.partial) && w.try_resume(keep_created))) {

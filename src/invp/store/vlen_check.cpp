@@ -89,7 +89,14 @@ const std::map<uint32_t, uint64_t>& VlenGuard::collection(uint64_t addr, const s
 
 void VlenGuard::check(hid_t dataset, const std::string& name, int64_t start, int64_t n) {
   if (n <= 0) return;
-  const size_t esize = 4 + sizeof_addr_ + 4;  // length, collection address, object index
+  // HDF5 allocates length × base size per string: a damaged base size asks for gigabytes.
+  hid_t type = H5Dget_type(dataset);
+  hid_t base = type >= 0 ? H5Tget_super(type) : -1;
+  const size_t base_size = base >= 0 ? H5Tget_size(base) : 0;
+  if (base >= 0) H5Tclose(base);
+  if (type >= 0) H5Tclose(type);
+  if (base_size != 1) throw Error(path_, "/" + name + " has a damaged string type", kFix);
+  const size_t esize = vlen_disk_size();
   hid_t dcpl = H5Dget_create_plist(dataset);
   const H5D_layout_t layout = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
   if (dcpl >= 0) H5Pclose(dcpl);

@@ -24,6 +24,9 @@ class VlenGuard {
   // Throws invp::Error(path, …) unless rows [start, start + n) of the vlen string dataset
   // `name` refer to sound heap objects.
   void check(hid_t dataset, const std::string& name, int64_t start, int64_t n);
+  uint64_t file_size() const { return file_size_; }
+  // Bytes one vlen element takes in the file (length, heap address, object index).
+  size_t vlen_disk_size() const { return 4 + sizeof_addr_ + 4; }
 
  private:
   // Object sizes by index (absent objects missing) of the collection at a file address.
