@@ -1,5 +1,7 @@
 // Loader throughput with the small-image train augmentation.
 // Usage: bench_loader [source] [image_folder] [--threads 1,2] [--images N]
+//        bench_loader --make-folder DIR [N]   writes N Fashion-MNIST test images (RGB, 64 px;
+//        half PNG, half JPEG q90) into DIR/<class>/ for the image-folder row
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -8,6 +10,10 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <filesystem>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "invp/data/dataset.h"
 #include "invp/data/loader.h"
@@ -45,12 +51,31 @@ Row measure(const std::string& source, int workers, size_t max_images) {
   return {source, workers, n, s};
 }
 
+int make_folder(const std::string& dir, size_t n) {
+  auto ds = open_dataset("/usr/share/datasets/fashion-mnist:test");
+  auto names = ds->class_names();
+  for (size_t i = 0; i < n && i < ds->size(); ++i) {
+    auto s = ds->get(i);
+    cv::Mat grey(s.image.height, s.image.width, CV_8UC1, s.image.pixels.data()), big, bgr;
+    cv::resize(grey, big, cv::Size(64, 64), 0, 0, cv::INTER_LINEAR);
+    cv::cvtColor(big, bgr, cv::COLOR_GRAY2BGR);
+    auto sub = std::filesystem::path(dir) / names.at(size_t(s.label));
+    std::filesystem::create_directories(sub);
+    auto file = (sub / (std::to_string(i) + (i % 2 ? ".jpg" : ".png"))).string();
+    if (!cv::imwrite(file, bgr, {cv::IMWRITE_JPEG_QUALITY, 90})) return 1;
+  }
+  std::printf("wrote %zu images under %s\n", std::min(n, ds->size()), dir.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> sources;
   std::vector<int> threads = {1, 2};
   size_t max_images = 30000;
+  if (argc >= 3 && std::string(argv[1]) == "--make-folder")
+    return make_folder(argv[2], argc >= 4 ? size_t(std::atoll(argv[3])) : 5000);
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) {
