@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Kill test (issue: hardening): SIGKILLs `invp train`, `invp embed` and `invp index add` at
 # random moments, reruns each until it finishes, and checks that the result equals an
-# uninterrupted run: training bitwise (model.pt, and checkpoint.pt holding weights,
-# optimiser, bank and graph), embeddings and index contents equal (h5diff when available,
+# uninterrupted run: training bitwise (model.pt), embeddings and index contents equal (h5diff when available,
 # else the invp JSON views).
 # Usage: scripts/kill_test.sh [INVP] [KILLS]   (default ./build/invp, 5 kills per command)
 set -u
@@ -11,14 +10,14 @@ KILLS=${2:-5}
 DATA=${INVP_KILL_DATA:-/usr/share/datasets/fashion-mnist}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 fail=0
-T="--data $DATA:train --limit 2048 --epochs 3 --width 4 --dim 32 --batch-size 128 --background 512 --warmup 1 --knn-every 0"
+T="--data $DATA:train --limit 6144 --epochs 4 --width 8 --dim 32 --batch-size 128 --background 512 --warmup 1 --knn-every 0"
 
 run_killed() {  # run_killed LOG CMD... : rerun CMD, killing it after a random delay, KILLS times, then let it finish
   local log=$1; shift
   for i in $(seq 1 "$KILLS"); do
     "$@" > /dev/null 2>> "$log" &
     local pid=$!
-    local delay; delay=$(awk -v s="$RANDOM" 'BEGIN{srand(s); printf "%.2f", 0.5 + rand()*4}')
+    local delay; delay=$(awk -v s="$RANDOM" 'BEGIN{srand(s); printf "%.2f", 1 + rand()*7}')
     sleep "$delay"
     if kill -9 "$pid" 2>/dev/null; then echo "  killed after ${delay}s" >> "$log"; fi
     wait "$pid" 2>/dev/null && return 0  # it finished before the kill: done
@@ -31,9 +30,10 @@ echo "train: uninterrupted reference"
 echo "train: $KILLS random SIGKILLs, resuming each time"
 run_killed "$work/train.log" "$INVP" -q --threads 2 train $T --out "$work/killed"
 grep -c killed "$work/train.log" | sed 's/^/  kills that landed: /'
-for f in model.pt checkpoint.pt; do
-  if cmp -s "$work/ref/$f" "$work/killed/$f"; then echo "  $f: bitwise equal"; else echo "  $f: DIFFERS"; fail=1; fi
-done
+# model.pt must be byte-identical. checkpoint.pt's bytes are not comparable: LibTorch keys
+# the SGD state by tensor address, so its order varies between processes; its bank, graph
+# and weights are compared tensor by tensor in tests/train (Trainer.ResumeEquals...).
+if cmp -s "$work/ref/model.pt" "$work/killed/model.pt"; then echo "  model.pt: bitwise equal"; else echo "  model.pt: DIFFERS"; fail=1; fi
 
 echo "embed: reference and killed runs"
 E="embed --model $work/ref/model.pt --data $DATA:train --chunk-rows 2048 --batch-size 256"
