@@ -9,14 +9,13 @@
 #include <invp/core/error.h>
 #include <invp/core/log.h>
 #include <invp/data/dataset.h>
-#include <invp/data/fetch.h>
 #include <invp/data/montage.h>
 #include <invp/data/preview.h>
-#include <invp/eval/retrieval.h>
 #include <invp/eval/weighted_knn.h>
 #include <invp/search/embedder.h>
 #include <invp/search/index_dir.h>
 #include <invp/search/inspect.h>
+#include <invp/search/report.h>
 #include <invp/train/trainer.h>
 
 #include <nlohmann/json.hpp>
@@ -25,7 +24,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-#include <map>
 
 namespace invp::app {
 nlohmann::json run_data_info(const std::string& source, bool strict);
@@ -50,24 +48,6 @@ std::string pct(double v) {
   return b;
 }
 
-// Montage of query images and their hits, one row each.
-void query_montage(const std::vector<data::Image>& queries,
-                   const std::vector<std::vector<search::Hit>>& hits, const std::string& out) {
-  data::ImageFetcher fetch(3);
-  std::vector<data::Image> tiles;
-  std::vector<std::string> caps;
-  for (size_t q = 0; q < queries.size(); ++q) {
-    tiles.push_back(queries[q]);
-    caps.push_back("query");
-    for (auto& x : hits[q]) {
-      tiles.push_back(fetch.get(x.path));
-      char b[64];
-      std::snprintf(b, sizeof b, "%.2f %s", x.score, x.category.c_str());
-      caps.push_back(b);
-    }
-  }
-  data::write_montage(tiles, caps, int(hits.empty() ? 1 : hits[0].size() + 1), 72, out);
-}
 }  // namespace
 
 void add_demo_command(CLI::App& app) {
@@ -162,7 +142,7 @@ void add_demo_command(CLI::App& app) {
       auto q = h.embedder().embed_images(qimgs);
       auto hits = h.search(q, 8);
       auto montage = a->out + "/query-montage.png";
-      query_montage(qimgs, hits, montage);
+      search::write_hits_montage(qimgs, {}, hits, 9, 72, montage);
       files.push_back({"query images", a->out + "/queries/"});
       files.push_back({"query montage", montage});
 
@@ -178,18 +158,8 @@ void add_demo_command(CLI::App& app) {
       int reached = 0, same = 0;
       for (auto& hop : prop.hops)
         for (auto& x : hop) ++reached, same += x.label == hits[0][0].label;
-      std::map<int32_t, int64_t> per_label;
-      for (int32_t l : h.labels()) ++per_label[l];
-      eval::RetrievalMeter meter(10);
       auto f = search::embed_dataset_in_memory(h.embedder(), test);
-      auto th = h.search(f.features.narrow(0, 0, 2000).contiguous(), 10);
-      for (size_t i = 0; i < th.size(); ++i) {
-        std::vector<int32_t> ranked;
-        for (auto& x : th[i]) ranked.push_back(x.label);
-        int32_t l = int32_t(f.labels[int64_t(i)].item<int64_t>());
-        meter.add(ranked, l, per_label[l]);
-      }
-      auto rr = meter.result();
+      auto rr = search::evaluate_retrieval(h, f.features.narrow(0, 0, 2000), f.labels.narrow(0, 0, 2000), {}, 10);
 
       double secs = std::chrono::duration<double>(Clock::now() - t0).count();
       nlohmann::json files_j;

@@ -4,17 +4,16 @@
 #include <invp/core/error.h>
 #include <invp/core/log.h>
 #include <invp/data/dataset.h>
-#include <invp/eval/retrieval.h>
 #include <invp/eval/weighted_knn.h>
 #include <invp/index/exact_knn.h>
 #include <invp/search/embedder.h>
 #include <invp/search/index_dir.h>
+#include <invp/search/report.h>
 
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <iostream>
-#include <map>
 
 namespace invp::app {
 namespace {
@@ -96,8 +95,6 @@ void add_retrieval(CLI::App* ev) {
   c->callback([a] {
     globals().action = [a] {
       search::IndexHandle h(a->index, a->model);
-      std::map<int32_t, int64_t> per_label;
-      for (int32_t l : h.labels()) ++per_label[l];
       if (!h.has_labels()) throw Error(a->index, "the index has no labels to judge relevance");
       torch::Tensor q, qlab;
       std::vector<int64_t> exclude;
@@ -117,22 +114,7 @@ void add_retrieval(CLI::App* ev) {
         qlab = qlab.narrow(0, 0, a->max_queries);
         if (!exclude.empty()) exclude.resize(size_t(a->max_queries));
       }
-      eval::RetrievalMeter meter(a->k);
-      const int64_t B = 1024;
-      for (int64_t s = 0; s < q.size(0); s += B) {
-        const int64_t n = std::min(B, q.size(0) - s);
-        std::vector<int64_t> ex;
-        if (!exclude.empty()) ex.assign(exclude.begin() + s, exclude.begin() + s + n);
-        auto hits = h.search(q.narrow(0, s, n).contiguous(), a->k, ex);
-        for (int64_t i = 0; i < n; ++i) {
-          std::vector<int32_t> ranked;
-          for (auto& x : hits[size_t(i)]) ranked.push_back(x.label);
-          int32_t ql = int32_t(qlab[s + i].item<int64_t>());
-          int64_t rel = per_label.count(ql) ? per_label[ql] - (exclude.empty() ? 0 : 1) : 0;
-          meter.add(ranked, ql, rel);
-        }
-      }
-      auto r = meter.result();
+      auto r = search::evaluate_retrieval(h, q, qlab, exclude, a->k);
       if (globals().json) {
         std::cout << nlohmann::json{{"index", a->index}, {"k", r.k}, {"queries", r.evaluated},
                                     {"precision_at_1", r.precision_at_1}, {"precision_at_k", r.precision_at_k},

@@ -9,6 +9,7 @@
 #include <invp/data/montage.h>
 #include <invp/search/index_dir.h>
 #include <invp/search/inspect.h>
+#include <invp/search/report.h>
 
 #include <nlohmann/json.hpp>
 
@@ -21,12 +22,6 @@ namespace invp::app {
 namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
 
 nlohmann::json hit_json(const search::Hit& h, int rank) {
   nlohmann::json j{{"rank", rank}, {"id", h.id}, {"score", h.score}, {"label", h.label}, {"path", h.path}};
@@ -79,36 +74,6 @@ Queries read_queries(search::IndexHandle& h, const std::vector<std::string>& inp
   return q;
 }
 
-// One group of rows per entry: its first tile (the query), then its hits, padded to whole rows.
-void draw_rows(const std::vector<data::Image>& first_tiles,
-               const std::vector<std::string>& first_captions,
-               const std::vector<std::vector<search::Hit>>& rows, int cols, const std::string& out) {
-  data::ImageFetcher fetch(3);
-  std::vector<data::Image> tiles;
-  std::vector<std::string> captions;
-  for (size_t r = 0; r < rows.size(); ++r) {
-    int used = 0;
-    if (r < first_tiles.size()) {
-      tiles.push_back(first_tiles[r]);
-      captions.push_back(r < first_captions.size() ? first_captions[r] : "query");
-      ++used;
-    }
-    for (const auto& hit : rows[r]) {
-      data::Image img;
-      try {
-        img = fetch.get(hit.path);
-      } catch (const Error& err) {
-        log::warn(std::string("montage: ") + err.what());
-      }
-      tiles.push_back(std::move(img));
-      captions.push_back(fmt("%.3f ", hit.score) + label_text(hit));
-      ++used;
-    }
-    while (used % cols != 0) tiles.emplace_back(), captions.emplace_back(), ++used;
-  }
-  data::write_montage(tiles, captions, cols, 96, out);
-}
-
 void add_query(CLI::App& app) {
   struct Args {
     std::string index, model, montage, device = "cpu";
@@ -145,7 +110,7 @@ void add_query(CLI::App& app) {
           data::ImageFetcher fetch(3);
           for (int64_t id : a->ids) firsts.push_back(fetch.get(h.describe(id, 1).path));
         }
-        draw_rows(firsts, {}, hits, a->k + 1, a->montage);
+        search::write_hits_montage(firsts, {}, hits, a->k + 1, 96, a->montage);
       }
       if (globals().json) {
         nlohmann::json out = nlohmann::json::array();
@@ -252,7 +217,7 @@ void add_inspect(CLI::App& app) {
         std::vector<std::vector<search::Hit>> rows;
         std::vector<std::string> caps;
         for (size_t i = 0; i < cl.size(); ++i) rows.push_back(cl[i].closest);
-        draw_rows({}, {}, rows, 8, png);
+        search::write_hits_montage({}, {}, rows, 8, 96, png);
         if (globals().json) {
           nlohmann::json j = nlohmann::json::array();
           for (size_t i = 0; i < cl.size(); ++i) {
@@ -283,7 +248,7 @@ void add_inspect(CLI::App& app) {
           firsts.push_back(i == 0 ? img : data::Image{});
           caps.push_back(i == 0 ? "anchor" : "hop " + std::to_string(i + 1));
         }
-        draw_rows(firsts, caps, rows, 16, png);
+        search::write_hits_montage(firsts, caps, rows, 16, 96, png);
         if (globals().json) {
           nlohmann::json hj = nlohmann::json::array();
           for (auto& hop : v.hops) {

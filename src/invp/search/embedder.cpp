@@ -1,3 +1,4 @@
+#include <invp/core/clock.h>
 #include <invp/core/error.h>
 #include <invp/core/hash.h>
 #include <invp/core/log.h>
@@ -13,9 +14,6 @@
 
 namespace invp::search {
 namespace {
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 data::LoaderOptions eval_loader(const data::AugmentConfig& transform, int batch_size, int workers) {
   data::LoaderOptions lo;

@@ -1,4 +1,5 @@
 #include <invp/core/atomic_file.h>
+#include <invp/core/clock.h>
 #include <invp/core/error.h>
 #include <invp/core/hash.h>
 #include <invp/core/lock_file.h>
@@ -27,16 +28,6 @@ using nlohmann::json;
 namespace {
 constexpr int64_t kBlockRows = 65536;
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
-std::string now_iso() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
 
 std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -77,7 +68,7 @@ void remove_leftovers(const std::string& dir, const IndexInfo& keep) {
 }
 
 void commit(const std::string& dir, IndexInfo& info) {
-  info.updated = now_iso();
+  info.updated = utc_now_iso();
   write_file_atomically((fs::path(dir) / "index.json").string(), info.to_json());
   remove_leftovers(dir, info);
 }
@@ -248,7 +239,7 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   info.dim = d;
   info.model_hash = reader.meta().model_hash;
   info.source = fs::absolute(embeddings_h5).string();
-  info.created = now_iso();
+  info.created = utc_now_iso();
 
   // The model travels with the index when we can find it and it is the one that made the file.
   std::string model = opts.model_pt.empty() ? reader.meta().model_path : opts.model_pt;

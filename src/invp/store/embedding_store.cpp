@@ -1,4 +1,5 @@
 // Rows, write_store and EmbeddingReader (the writer is in embedding_writer.cpp).
+#include <invp/core/clock.h>
 #include <invp/core/atomic_file.h>
 #include <invp/core/error.h>
 #include <invp/store/embedding_store.h>
@@ -40,7 +41,7 @@ void write_store(const std::string& path, const StoreMeta& meta, const Rows& row
   } else {
     detail::check_rows(rows, 0, path);
   }
-  if (m.created.empty()) m.created = detail::iso8601_utc_now();
+  if (m.created.empty()) m.created = utc_now_iso();
   detail::RowSpan span;
   span.n = rows.size();
   span.embeddings = emb.defined() ? emb.data_ptr<float>() : nullptr;

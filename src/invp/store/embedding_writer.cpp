@@ -1,4 +1,5 @@
 // EmbeddingWriter: chunk files under "OUT.partial/" until finish() assembles OUT.
+#include <invp/core/clock.h>
 #include <invp/core/atomic_file.h>
 #include <invp/core/error.h>
 #include <invp/core/log.h>
@@ -157,7 +158,7 @@ EmbeddingWriter::EmbeddingWriter(std::string out, StoreMeta meta, int64_t chunk_
     if (w.meta.dim < 0 || w.meta.dim > detail::kMaxDim || (w.meta.with_embeddings && w.meta.dim == 0))
       throw Error(w.out, "invalid embedding dimension " + std::to_string(w.meta.dim));
     const bool keep_created = !w.meta.created.empty();
-    if (!keep_created) w.meta.created = detail::iso8601_utc_now();
+    if (!keep_created) w.meta.created = utc_now_iso();
     remove_stale_temps(w.out);
     w.buf.with_embeddings = w.meta.with_embeddings;
     w.buf.dim = w.meta.dim;

@@ -1,3 +1,4 @@
+#include <invp/core/clock.h>
 #include <invp/store/h5_io.h>
 #include <invp/store/row_buffer.h>
 
@@ -74,14 +75,6 @@ std::string hdf5_reason(const H5::Exception& e) {
   return why.empty() ? "HDF5 error" : why;
 }
 
-std::string iso8601_utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 StoreFileWriter::StoreFileWriter(const std::string& path, const std::string& shown,
                                  const StoreMeta& meta, int64_t rows)

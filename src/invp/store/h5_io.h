@@ -56,6 +56,5 @@ class StoreFileWriter {
   H5::DataSet emb_, ids_, labels_, paths_;
 };
 
-std::string iso8601_utc_now();
 
 }  // namespace invp::store::detail

@@ -1,4 +1,5 @@
 #include <invp/core/atomic_file.h>
+#include <invp/core/clock.h>
 #include <invp/core/error.h>
 #include <invp/core/lock_file.h>
 #include <invp/core/log.h>
@@ -29,9 +30,6 @@ namespace {
 std::atomic<bool> g_stop{false};
 extern "C" void on_signal(int) { g_stop = true; }
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 torch::Tensor normalise_rows(const torch::Tensor& x) {
   return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));

@@ -1,0 +1,69 @@
+#include <invp/core/error.h>
+#include <invp/core/log.h>
+#include <invp/data/fetch.h>
+#include <invp/data/montage.h>
+#include <invp/search/report.h>
+
+#include <cstdio>
+#include <map>
+
+namespace invp::search {
+
+std::string hit_caption(const Hit& hit) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.3f ", hit.score);
+  return b + (!hit.category.empty() ? hit.category : hit.label >= 0 ? std::to_string(hit.label) : "-");
+}
+
+void write_hits_montage(const std::vector<data::Image>& first_tiles,
+                        const std::vector<std::string>& first_captions,
+                        const std::vector<std::vector<Hit>>& rows, int cols, int tile_px,
+                        const std::string& out_png) {
+  data::ImageFetcher fetch(3);
+  std::vector<data::Image> tiles;
+  std::vector<std::string> captions;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (r < first_tiles.size()) {
+      tiles.push_back(first_tiles[r]);
+      captions.push_back(r < first_captions.size() ? first_captions[r] : "query");
+    }
+    for (const auto& hit : rows[r]) {
+      data::Image img;
+      try {
+        img = fetch.get(hit.path);
+      } catch (const Error& err) {
+        log::warn(std::string("montage: ") + err.what());
+      }
+      tiles.push_back(std::move(img));
+      captions.push_back(hit_caption(hit));
+    }
+    while (tiles.size() % size_t(cols) != 0) tiles.emplace_back(), captions.emplace_back();
+  }
+  data::write_montage(tiles, captions, cols, tile_px, out_png);
+}
+
+eval::RetrievalScores evaluate_retrieval(IndexHandle& index, const torch::Tensor& queries,
+                                         const torch::Tensor& labels,
+                                         const std::vector<int64_t>& exclude, int k) {
+  std::map<int32_t, int64_t> per_label;
+  for (int32_t l : index.labels()) ++per_label[l];
+  eval::RetrievalMeter meter(k);
+  const int64_t B = 1024;
+  for (int64_t s = 0; s < queries.size(0); s += B) {
+    const int64_t n = std::min(B, queries.size(0) - s);
+    std::vector<int64_t> ex;
+    if (!exclude.empty()) ex.assign(exclude.begin() + s, exclude.begin() + s + n);
+    auto hits = index.search(queries.narrow(0, s, n).contiguous(), k, ex);
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<int32_t> ranked;
+      for (auto& x : hits[size_t(i)]) ranked.push_back(x.label);
+      const int32_t ql = int32_t(labels[s + i].item<int64_t>());
+      auto it = per_label.find(ql);
+      const int64_t rel = it == per_label.end() ? 0 : it->second - (exclude.empty() ? 0 : 1);
+      meter.add(ranked, ql, rel);
+    }
+  }
+  return meter.result();
+}
+
+}  // namespace invp::search
