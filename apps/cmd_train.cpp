@@ -20,7 +20,7 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--arch-depth", c.arch_depth, "ResNet depth: 18, 34 or 50")->capture_default_str();
   t->add_option("--stem", c.stem, "small (3x3/1, no max-pool) or imagenet (7x7/2 + max-pool)")->capture_default_str();
   t->add_option("--width", c.width, "Base channels (64 = torchvision; smaller runs faster on CPU)")->capture_default_str();
-  t->add_option("--head", c.head, "Projection head: linear or mlp")->capture_default_str();
+  t->add_option("--head", c.head, "Projection head: mlp-bn (Linear-BatchNorm-ReLU-Linear), mlp (the reference code's, no BatchNorm) or linear")->capture_default_str();
   t->add_option("--dim", c.dim, "Embedding dimension D")->capture_default_str();
   t->add_option("--tau", c.tau, "Temperature")->capture_default_str();
   t->add_option("--background", c.background, "M: background set size (top-M of z.V)")->capture_default_str();

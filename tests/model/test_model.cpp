@@ -52,6 +52,31 @@ TEST(Encoder, ShapesForStemsChannelsAndHeads) {
   EXPECT_THROW(Encoder{cfg}, invp::Error);
 }
 
+// Why mlp-bn is the default head (docs/ALGORITHM-NOTES.md): at initialisation the reference
+// Linear-ReLU-Linear head maps every input to nearly the same direction, while BatchNorm in
+// the hidden layer spreads a training batch's embeddings.
+TEST(Encoder, BatchNormHeadSpreadsEmbeddingsAtInit) {
+  auto mean_cosine = [](const std::string& head) {
+    torch::manual_seed(3);
+    EncoderConfig cfg;
+    cfg.width = 8;
+    cfg.in_channels = 1;
+    cfg.head = head;
+    Encoder net(cfg);
+    net->train();
+    torch::NoGradGuard ng;
+    auto z = torch::nn::functional::normalize(net->forward(torch::rand({64, 1, 28, 28})),
+                                              torch::nn::functional::NormalizeFuncOptions().dim(1));
+    return torch::mm(z, z.t()).mean().item<double>();
+  };
+  const double mlp = mean_cosine("mlp"), bn = mean_cosine("mlp-bn");
+  EXPECT_GT(mlp, 0.9);
+  EXPECT_LT(bn, 0.5);
+  EncoderConfig bad;
+  bad.head = "mlp-ln";
+  EXPECT_THROW(Encoder{bad}, invp::Error);
+}
+
 TEST(ModelIO, RoundTripGivesIdenticalOutputsAndRejectsBadJson) {
   auto dir = fs::temp_directory_path() / ("invp_model_" + std::to_string(::getpid()));
   fs::create_directories(dir);

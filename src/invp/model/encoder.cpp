@@ -55,8 +55,8 @@ void EncoderConfig::validate() const {
     throw Error("", "unsupported ResNet depth " + std::to_string(depth), "use 18, 34 or 50");
   if (stem != "small" && stem != "imagenet")
     throw Error("", "unknown stem '" + stem + "'", "use small or imagenet");
-  if (head != "linear" && head != "mlp")
-    throw Error("", "unknown head '" + head + "'", "use linear or mlp");
+  if (head != "linear" && head != "mlp" && head != "mlp-bn")
+    throw Error("", "unknown head '" + head + "'", "use linear, mlp or mlp-bn");
   if (in_channels != 1 && in_channels != 3)
     throw Error("", "input channels must be 1 or 3, not " + std::to_string(in_channels));
   if (width < 1 || dim < 1) throw Error("", "width and dim must be positive");
@@ -89,9 +89,13 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg) : cfg_(cfg) {
     }
   }
   int f = cfg_.feature_width();
-  head_ = cfg_.head == "linear"
-              ? nn::Sequential(nn::Linear(f, cfg_.dim))
-              : nn::Sequential(nn::Linear(f, f), nn::ReLU(true), nn::Linear(f, cfg_.dim));
+  if (cfg_.head == "linear")
+    head_ = nn::Sequential(nn::Linear(f, cfg_.dim));
+  else if (cfg_.head == "mlp")
+    head_ = nn::Sequential(nn::Linear(f, f), nn::ReLU(true), nn::Linear(f, cfg_.dim));
+  else  // mlp-bn: the hidden layer batch-normalised (SimCLR / MoCo v2 style)
+    head_ = nn::Sequential(nn::Linear(nn::LinearOptions(f, f).bias(false)), nn::BatchNorm1d(f),
+                           nn::ReLU(true), nn::Linear(f, cfg_.dim));
   register_module("stem", stem_);
   register_module("body", body_);
   register_module("head", head_);

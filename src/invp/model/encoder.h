@@ -18,7 +18,10 @@ struct EncoderConfig {
   std::string stem = "small";   // "small": 3×3 stride 1, no max-pool; "imagenet": 7×7/2 + max-pool
   int width = 64;               // base channels (64 = torchvision); smaller for CPU presets
   int in_channels = 3;          // 1 or 3
-  std::string head = "mlp";     // "linear" or "mlp" (Linear-ReLU-Linear, hidden = feature width)
+  // "mlp-bn" (default): Linear-BatchNorm-ReLU-Linear, hidden = feature width. "mlp": the
+  // reference code's Linear-ReLU-Linear (collapses on narrow CPU encoders, see ALGORITHM.md).
+  // "linear": one Linear.
+  std::string head = "mlp-bn";
   int dim = 128;                // embedding dimension D
   int feature_width() const;    // F: width·8 (·4 for ResNet-50's bottlenecks)
   void validate() const;        // throws invp::Error for an unsupported combination

@@ -32,6 +32,7 @@ void one_of(const std::string& key, const std::string& v, std::initializer_list<
 }  // namespace
 
 void TrainConfig::validate() const {
+  one_of("head", head, {"mlp-bn", "mlp", "linear"});
   one_of("ramp", ramp, {"binary", "gaussian"});
   one_of("denominator", denominator, {"reference", "paper"});
   one_of("propagation", propagation, {"bfs", "concat"});

@@ -17,7 +17,7 @@ struct TrainConfig {
   int arch_depth = 18;
   std::string stem = "small";
   int width = 64;
-  std::string head = "mlp";
+  std::string head = "mlp-bn";
   int dim = 128;
   // method (reference constants, ALGORITHM.md)
   float tau = 0.2f;
