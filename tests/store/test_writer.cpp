@@ -240,3 +240,27 @@ TEST(Writer, RejectsBadRowsAndSettings) {
   expect_same_file(out, reference(dir, 4));
   fs::remove_all(dir);
 }
+
+// One writer per output file: a second writer on the same OUT is refused with the holder's
+// pid while the first is alive, and works once it is gone; other outputs beside it are free.
+TEST(Writer, SecondWriterOnTheSameOutputIsRefused) {
+  auto dir = temp_dir("lock");
+  auto out = (dir / "out.h5").string();
+  {
+    EmbeddingWriter first(out, make_meta(kDim), 10);
+    try {
+      EmbeddingWriter second(out, make_meta(kDim), 10);
+      ADD_FAILURE() << "a second writer on the same output was accepted";
+    } catch (const invp::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(out), std::string::npos) << msg;
+      EXPECT_NE(msg.find("pid " + std::to_string(::getpid())), std::string::npos) << msg;
+    }
+    EXPECT_NO_THROW(EmbeddingWriter other((dir / "other.h5").string(), make_meta(kDim), 10));
+    append_pieces(first, 0, 12, {5});
+    first.finish();
+  }
+  EmbeddingWriter again(out, make_meta(kDim), 10);
+  EXPECT_EQ(again.resume_rows(), 0);
+  fs::remove_all(dir);
+}

@@ -3,6 +3,7 @@
 #include <invp/core/error.h>
 #include <invp/core/threads.h>
 #include <invp/model/model_io.h>
+#include <invp/train/checkpoint.h>
 #include <invp/train/trainer.h>
 
 #include <gtest/gtest.h>
@@ -13,6 +14,8 @@
 #include <fstream>
 #include <random>
 #include <vector>
+
+#include "full_disk.h"
 
 namespace fs = std::filesystem;
 using invp::train::TrainConfig;
@@ -132,4 +135,23 @@ TEST(Trainer, LearnsClassStructureAndLossFalls) {
   EXPECT_NE(ms.back().invariance, 0);  // L_inv active after warm-up (may be negative)
   EXPECT_EQ(ms.front().invariance, 0);
   EXPECT_TRUE(fs::exists(f.root / "run/metrics.jsonl"));
+}
+
+// A checkpoint written on a full disk (tests/full_disk.h): a clear error naming it, and the
+// previous checkpoint intact, so the run can still resume.
+TEST(Checkpoint, FullDiskKeepsThePreviousCheckpoint) {
+  auto dir = fs::temp_directory_path() / ("invp_ckpt_full_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  auto path = dir / "checkpoint.pt";
+  invp::model::Encoder net(invp::model::EncoderConfig{18, "small", 8, 1, "mlp-bn", 32});
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  auto bank = torch::randn({5000, 32});
+  auto graph = torch::randint(0, 5000, {5000, 4}, torch::kLong);
+  invp::train::write_checkpoint(path.string(), {2, 0, "{}"}, *net, opt, bank, graph);
+  invp::test::expect_fails_cleanly_on_full_disk(path, [&] {
+    invp::train::write_checkpoint(path.string(), {3, 0, "{}"}, *net, opt, bank * 2, graph);
+  });
+  EXPECT_EQ(invp::train::read_checkpoint(path.string()).epoch, 2);
+  fs::remove_all(dir);
 }

@@ -8,31 +8,50 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <string>
 
 namespace invp {
 namespace {
-void fsync_path(const std::string& p) {
+// fsync; returns 0 or the errno. A full disk can surface only here (delayed allocation).
+int fsync_path(const std::string& p) {
   int fd = ::open(p.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
+  if (fd < 0) return errno;
+  int err = ::fsync(fd) == 0 ? 0 : errno;
   ::close(fd);
+  return err;
+}
+
+// First line of a library's exception text (LibTorch appends a stack trace).
+std::string first_line(const char* what) {
+  std::string s(what ? what : "");
+  return s.substr(0, s.find('\n'));
 }
 }  // namespace
 
 void write_atomically(const std::string& path,
                       const std::function<void(const std::string&)>& write) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  auto discard = [&] {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+  };
   try {
     write(tmp);
-    fsync_path(tmp);
+    if (int err = fsync_path(tmp))
+      throw Error(path, std::string("cannot flush to disk: ") + std::strerror(err), "check free disk space");
     std::error_code ec;
     std::filesystem::rename(tmp, path, ec);
     if (ec) throw Error(path, "cannot rename temporary file into place: " + ec.message());
     auto dir = std::filesystem::path(path).parent_path();
-    fsync_path(dir.empty() ? "." : dir.string());
+    fsync_path(dir.empty() ? "." : dir.string());  // best effort: not every filesystem can
+  } catch (const Error&) {
+    discard();
+    throw;
+  } catch (const std::exception& e) {  // a library's own exception (LibTorch, FAISS, OpenCV)
+    discard();
+    throw Error(path, "cannot write: " + first_line(e.what()), "check free disk space and permissions");
   } catch (...) {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
+    discard();
     throw;
   }
 }

@@ -12,9 +12,19 @@
 
 namespace invp {
 
-DirLock::DirLock(const std::string& dir) : path_((std::filesystem::path(dir) / ".invp.lock").string()) {
+DirLock::DirLock(const std::string& dir) : DirLock((std::filesystem::path(dir) / ".invp.lock").string(), dir) {}
+
+std::unique_ptr<DirLock> DirLock::for_file(const std::string& file) {
+  const std::filesystem::path p(file);
+  return std::unique_ptr<DirLock>(
+      new DirLock((p.parent_path() / ("." + p.filename().string() + ".lock")).string(), file));
+}
+
+DirLock::DirLock(const std::string& lock_path, const std::string& shown) : path_(lock_path) {
+  const std::string& dir = shown;  // what errors name
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  const auto parent = std::filesystem::path(lock_path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error(dir, std::string("cannot create lock file: ") + std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <opencv2/core.hpp>
@@ -95,12 +96,18 @@ Image decode_image(const std::vector<uint8_t>& bytes, int channels,
 }
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(path, "cannot read file", "it is a directory");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path, "cannot read file", "check that it exists and is readable");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(path, "cannot read file", "I/O error");
-  return bytes;
+  try {
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) throw Error(path, "cannot read file", "I/O error");
+    return bytes;
+  } catch (const std::ios_base::failure& e) {  // libstdc++ reports read errors this way
+    throw Error(path, "cannot read file", e.what());
+  }
 }
 
 Image read_image_file(const std::string& path, int channels) {

@@ -21,7 +21,7 @@ std::string info_to_json(const ModelInfo& info) {
   const auto& e = info.encoder;
   json j{{"format_version", kModelFormatVersion},
          {"arch", {{"family", "resnet"}, {"depth", e.depth}, {"stem", e.stem}, {"width", e.width},
-                   {"head", e.head}, {"head_hidden", e.head == "mlp" ? e.feature_width() : 0},
+                   {"head", e.head}, {"head_hidden", e.head != "linear" ? e.feature_width() : 0},
                    {"feature_width", e.feature_width()}}},
          {"input", {{"channels", e.in_channels}, {"size", info.input_size}}},
          {"eval_transform", {{"resize", info.resize}, {"center_crop", info.input_size}}},
@@ -69,7 +69,11 @@ ModelInfo info_from_json(const std::string& text, const std::string& file) {
 }
 
 void save_model(Encoder& net, const ModelInfo& info, const std::string& model_pt) {
-  write_atomically(model_pt, [&](const std::string& tmp) { torch::save(net, tmp); });
+  // Serialised in memory, then written by write_file_atomically: LibTorch's file writer
+  // aborts the process (an exception out of a destructor) when the disk fills up.
+  std::ostringstream bytes;
+  torch::save(net, bytes);
+  write_file_atomically(model_pt, bytes.str());
   write_file_atomically(json_path_for(model_pt), info_to_json(info));
 }
 
@@ -83,7 +87,7 @@ Encoder load_model(const std::string& model_pt, ModelInfo* info_out) {
   if (!fs::exists(model_pt)) throw Error(model_pt, "no such file");
   Encoder net(info.encoder);
   try {
-    torch::load(net, model_pt);
+    torch::load(net, model_pt, torch::Device(torch::kCPU));  // a CUDA-trained model loads anywhere
   } catch (const c10::Error& e) {
     throw Error(model_pt, "cannot load weights (corrupt file or architecture mismatch with model.json)");
   }

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -77,6 +78,33 @@ std::vector<std::string> read_strings(const H5::DataSet& ds, const char* name, d
     }
   }
   return out;
+}
+
+// HDF5 1.10.8 parses damaged object headers out of bounds (ASan: H5Aexists on a mutated
+// file read past its buffer). invp writes its files with the 1.10 format (superblock v3,
+// version-2 object headers, new chunk indexes), whose metadata carry checksums that HDF5
+// verifies before parsing. So a file is only handed to HDF5 when its superblock is one of
+// those; older, checksum-free layouts (superblock 0/1, as written by default settings) are
+// refused with a message, since their damage could not be detected.
+void require_checksummed_superblock(const std::string& path) {
+  static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path, "cannot open");
+  f.seekg(0, std::ios::end);
+  const uint64_t size = uint64_t(f.tellg());
+  // The superblock sits at 0 or after a user block of 512, 1024, 2048, ... bytes.
+  for (uint64_t at = 0; at + 9 <= size; at = at ? at * 2 : 512) {
+    unsigned char b[9];
+    f.seekg(std::streamoff(at));
+    if (!f.read(reinterpret_cast<char*>(b), 9)) break;
+    if (std::equal(sig, sig + 8, b)) {
+      if (b[8] >= 2 && b[8] <= 3) return;
+      throw Error(path, "HDF5 file without metadata checksums (superblock version " + std::to_string(b[8]) +
+                            "), so damage could not be detected",
+                  "invp reads the files it writes itself (HDF5 1.10 format); embed again");
+    }
+  }
+  throw Error(path, "not an HDF5 file (no superblock signature)", kFix);
 }
 
 }  // namespace
@@ -158,6 +186,7 @@ int64_t EmbeddingReader::Impl::int_attr(const char* name, bool required) const {
 }
 
 void EmbeddingReader::Impl::open() {
+  require_checksummed_superblock(path);
   file = H5::H5File(path, H5F_ACC_RDONLY);
   guard.open(path, file.getId());
   if (file.attrExists("format_version")) {

@@ -2,6 +2,7 @@
 #include <invp/core/clock.h>
 #include <invp/core/atomic_file.h>
 #include <invp/core/error.h>
+#include <invp/core/lock_file.h>
 #include <invp/core/log.h>
 #include <invp/store/embedding_store.h>
 #include <invp/store/h5_io.h>
@@ -63,6 +64,7 @@ void remove_stale_temps(const std::string& out) {
 }  // namespace
 
 struct EmbeddingWriter::Impl {
+  std::unique_ptr<DirLock> lock;  // one writer per output file
   std::string out, partial;
   StoreMeta meta;
   int64_t chunk_rows = 0;
@@ -152,6 +154,7 @@ EmbeddingWriter::EmbeddingWriter(std::string out, StoreMeta meta, int64_t chunk_
     Impl& w = *impl_;
     w.out = std::move(out);
     w.partial = w.out + ".partial";
+    w.lock = DirLock::for_file(w.out);
     w.meta = std::move(meta);
     w.chunk_rows = chunk_rows;
     if (chunk_rows < 1) throw Error(w.out, "chunk size must be at least 1 row");
@@ -217,6 +220,7 @@ void EmbeddingWriter::finish() {
   std::error_code ec;
   fs::remove_all(w.partial, ec);
   if (ec) log::warn("cannot remove " + w.partial + ": " + ec.message());
+  w.lock.reset();  // the output is complete: the next writer may start
 }
 
 }  // namespace invp::store

@@ -80,7 +80,10 @@ StoreFileWriter::StoreFileWriter(const std::string& path, const std::string& sho
                                  const StoreMeta& meta, int64_t rows)
     : shown_(shown), meta_(meta), rows_(rows) {
   translate_h5(shown_, "cannot create HDF5 file", [&] {
-    file_ = H5::H5File(path, H5F_ACC_TRUNC);
+    // The 1.10 file format: every metadata block is checksummed (see the reader).
+    H5::FileAccPropList fapl;
+    fapl.setLibverBounds(H5F_LIBVER_V110, H5F_LIBVER_V110);
+    file_ = H5::H5File(path, H5F_ACC_TRUNC, H5::FileCreatPropList::DEFAULT, fapl);
     const hsize_t n = hsize_t(rows);
     if (meta_.with_embeddings) {
       const hsize_t d = hsize_t(meta_.dim);

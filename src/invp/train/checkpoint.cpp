@@ -5,6 +5,8 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include <sstream>
+
 namespace invp::train {
 
 void write_checkpoint(const std::string& path, const Checkpoint& meta, model::EncoderImpl& net,
@@ -20,7 +22,10 @@ void write_checkpoint(const std::string& path, const Checkpoint& meta, model::En
   root.write("epoch", torch::tensor(int64_t(meta.epoch)));
   root.write("step", torch::tensor(meta.step));
   root.write("config", c10::IValue(meta.config_json));
-  write_atomically(path, [&](const std::string& tmp) { root.save_to(tmp); });
+  // In memory first: LibTorch's file writer aborts the process on a full disk (see save_model).
+  std::ostringstream bytes;
+  root.save_to(bytes);
+  write_file_atomically(path, bytes.str());
 }
 
 Checkpoint read_checkpoint(const std::string& path) {
@@ -50,7 +55,7 @@ void load_checkpoint_into(const Checkpoint& c, model::EncoderImpl& net, torch::o
                           torch::Tensor& bank, torch::Tensor& graph) {
   try {
     torch::serialize::InputArchive a, m, o;
-    a.load_from(c.path);
+    a.load_from(c.path, bank.device());  // onto the training device, whichever wrote it
     a.read("model", m);
     a.read("optimizer", o);
     net.load(m);
