@@ -24,6 +24,7 @@ namespace {
 void print_version() {
   std::cout << "invp " << invp::version() << "\n"
             << "  LibTorch " << invp::torch_version() << "\n"
+            << "  CUDA     " << invp::cuda_report() << "\n"
             << "  FAISS    " << invp::index::faiss_version() << "\n"
             << "  OpenCV   " << invp::data::opencv_version() << "\n"
             << "  HDF5     " << invp::store::hdf5_version() << "\n"

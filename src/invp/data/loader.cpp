@@ -128,7 +128,7 @@ Loader::Slot Loader::build(size_t b) {
     if (images.empty()) return slot;
     const int64_t n = int64_t(images.size());
     const int c = images[0].channels, h = images[0].height, w = images[0].width;
-    auto out = torch::empty({n, c, h, w}, torch::kFloat32);
+    auto out = torch::empty({n, c, h, w}, torch::TensorOptions(torch::kFloat32).pinned_memory(opts_.pin_memory));
     float* dst = out.data_ptr<float>();
     const size_t per = size_t(c) * h * w;
     for (int64_t k = 0; k < n; ++k) {

@@ -36,6 +36,7 @@ struct LoaderOptions {
   uint64_t seed = 0;
   AugmentConfig augment;
   bool strict = false;  // a bad item rethrows on the consumer instead of being skipped
+  bool pin_memory = false;  // batches in page-locked memory (CUDA builds; for async copies)
 };
 
 class Loader {

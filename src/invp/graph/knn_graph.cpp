@@ -26,11 +26,41 @@ void check_ids(const at::Tensor& ids, int64_t n, const char* what) {
 KnnGraph KnnGraph::build(const at::Tensor& bank, int k, int64_t tile_rows) {
   if (!bank.defined() || bank.dim() != 2)
     throw Error("", "kNN graph: the bank must be a 2-D N×D tensor");
+  if (!bank.device().is_cpu()) return build_tensor_ops(bank, k, tile_rows);
   const auto t0 = std::chrono::steady_clock::now();
   auto nn = index::knn_inner_product(bank, bank, k, /*exclude_self=*/true, tile_rows);
   KnnGraph g;
   g.neighbors = nn.indices;
   g.similarities = nn.similarities;
+  g.build_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return g;
+}
+
+KnnGraph KnnGraph::build_tensor_ops(const at::Tensor& bank, int k, int64_t tile_rows) {
+  if (!bank.defined() || bank.dim() != 2 || !at::isFloatingType(bank.scalar_type()))
+    throw Error("", "kNN graph: the bank must be a 2-D floating-point N×D tensor");
+  const int64_t n = bank.size(0);
+  if (k < 1 || k > n - 1)
+    throw Error("", "kNN graph: need 1 ≤ k ≤ N−1, got k=" + std::to_string(k) + ", N=" +
+                        std::to_string(n));
+  const auto t0 = std::chrono::steady_clock::now();
+  at::NoGradGuard ng;
+  tile_rows = std::max<int64_t>(1, tile_rows);
+  auto idx = at::empty({n, k}, bank.options().dtype(at::kLong));
+  auto sim = at::empty({n, k}, bank.options().dtype(at::kFloat));
+  for (int64_t r0 = 0; r0 < n; r0 += tile_rows) {
+    const int64_t r1 = std::min(n, r0 + tile_rows);
+    auto s = at::mm(bank.slice(0, r0, r1), bank.t());  // tile × N, contiguous
+    auto rows = at::arange(r1 - r0, s.options().dtype(at::kLong));
+    s.view({-1}).index_fill_(0, rows * n + rows + r0, -std::numeric_limits<double>::infinity());
+    auto top = at::topk(s, k, 1, /*largest=*/true, /*sorted=*/true);
+    sim.slice(0, r0, r1).copy_(std::get<0>(top));
+    idx.slice(0, r0, r1).copy_(std::get<1>(top));
+  }
+  KnnGraph g;
+  g.neighbors = idx.to(at::kCPU);
+  g.similarities = sim.to(at::kCPU);
   g.build_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return g;

@@ -32,7 +32,13 @@ class KnnGraph {
 
   // Exact kNN graph of the bank (self excluded) through index::knn_inner_product.
   // Requires 1 ≤ k ≤ N−1; throws invp::Error otherwise.
+  // A bank on a GPU goes to build_tensor_ops, so the graph of a CUDA run is built where the
+  // bank lives (its neighbour lists are then copied to the host, N·k int64, for propagation).
   static KnnGraph build(const at::Tensor& bank, int k, int64_t tile_rows = 4096);
+
+  // The same exact graph with LibTorch on the bank's device: tile_rows rows at a time, a
+  // tile × N matmul, the self entry masked, top-k. Results on the host like build's.
+  static KnnGraph build_tensor_ops(const at::Tensor& bank, int k, int64_t tile_rows = 4096);
 
   // Online mode start: N×k zeros, as in the reference (meaningless until rows are refreshed;
   // the reference only reads the graph after the warm-up epochs).

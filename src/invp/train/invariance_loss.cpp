@@ -414,23 +414,89 @@ class InvpLossFunction : public torch::autograd::Function<InvpLossFunction> {
 
 }  // namespace
 
-LossResult invariance_loss(const torch::Tensor& z, const torch::Tensor& bank,
-                           const torch::Tensor& anchors, const torch::Tensor& propagated,
-                           double invariance_weight, const LossConfig& cfg) {
+namespace {
+void check_inputs(const torch::Tensor& z, const torch::Tensor& bank, const torch::Tensor& anchors,
+                  const LossConfig& cfg) {
   check(z.dim() == 2, "z must be [B, D]");
   check(bank.dim() == 2 && bank.size(1) == z.size(1), "bank must be [N, D] with z's D");
   check(anchors.dim() == 1 && anchors.size(0) == z.size(0), "anchors must be [B]");
   check(cfg.tau > 0.0f, "tau must be > 0");
   check(cfg.background > 0, "background (M) must be > 0");
+  check(bank.size(0) > 0, "bank must not be empty");
+  if (cfg.use_invariance) check(cfg.hard_positives > 0, "hard_positives (P) must be > 0");
+}
+}  // namespace
+
+LossResult invariance_loss_tensor_ops(const torch::Tensor& z, const torch::Tensor& bank,
+                                      const torch::Tensor& anchors,
+                                      const torch::Tensor& propagated, double invariance_weight,
+                                      const LossConfig& cfg) {
+  check_inputs(z, bank, anchors, cfg);
+  const int64_t B = z.size(0), N = bank.size(0);
+  const int64_t M = std::min<int64_t>(cfg.background, N);
+  const auto dev = z.device();
+  auto V = bank.detach().to(dev, z.scalar_type());
+  auto a = anchors.to(dev, torch::kLong).unsqueeze(1);
+  auto logits = torch::mm(z, V.t()) / static_cast<double>(cfg.tau);  // B × N, differentiable
+  auto top = std::get<1>(torch::topk(logits.detach(), M, 1, true, false));
+  auto sel = logits.gather(1, top);                                   // B × M
+  auto c = std::get<0>(sel.detach().max(1, true));                    // row shift, a constant
+  auto e = torch::exp(sel - c);
+  auto S = e.sum(1, true);
+  auto ea = torch::exp(logits.gather(1, a) - c);
+  LossResult r;
+  r.instance = (-torch::log(ea / S + kEps)).mean();
+  if (cfg.use_invariance) {
+    check(propagated.defined(), "propagated sets are required when use_invariance is on");
+    check(propagated.dim() == 2 && propagated.size(0) == B, "propagated must be [B, L]");
+  }
+  if (!cfg.use_invariance || propagated.size(1) == 0) {
+    r.invariance = torch::zeros({}, z.options());
+    r.total = r.instance;
+    return r;
+  }
+  auto prop = propagated.to(dev, torch::kLong);
+  auto valid = prop.ge(0);
+  auto pl = logits.gather(1, prop.clamp_min(0));                      // B × L
+  // H(i): the P valid entries with the smallest logits (invalid entries sort last).
+  const int64_t P = std::min<int64_t>(cfg.hard_positives, prop.size(1));
+  auto key = pl.detach().masked_fill(valid.logical_not(), std::numeric_limits<double>::infinity());
+  auto hard = std::get<1>(torch::topk(key, P, 1, /*largest=*/false, /*sorted=*/false));
+  auto hard_ok = valid.gather(1, hard);
+  auto eh = torch::exp(pl.gather(1, hard) - c) * hard_ok.to(z.scalar_type());
+  auto H = eh.sum(1, true);
+  torch::Tensor den;
+  if (cfg.denominator == Denominator::Reference) {
+    den = S - ea;
+  } else {  // Σ over B_M(i) \ N(i), plus H
+    // Membership of N(i) as a B × (N+1) mask; padding (−1) goes to the spare last column.
+    auto in_n = torch::zeros({B, N + 1}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+    in_n.scatter_(1, torch::where(valid, prop, torch::full_like(prop, N)), true);
+    auto keep = in_n.gather(1, top).logical_not().to(z.scalar_type());
+    den = (e * keep).sum(1, true) + H;
+  }
+  auto has = valid.any(1, true);
+  // Rows with an empty N(i) contribute 0; the where() keeps their gradient exactly 0.
+  auto q = torch::where(has, H / torch::where(has, den, torch::ones_like(den)), torch::ones_like(H));
+  auto rows = torch::where(has, -torch::log(q + kEps), torch::zeros_like(q));
+  r.invariance = rows.mean();
+  r.total = r.instance + invariance_weight * r.invariance;
+  return r;
+}
+
+LossResult invariance_loss(const torch::Tensor& z, const torch::Tensor& bank,
+                           const torch::Tensor& anchors, const torch::Tensor& propagated,
+                           double invariance_weight, const LossConfig& cfg) {
+  if (!z.device().is_cpu())
+    return invariance_loss_tensor_ops(z, bank, anchors, propagated, invariance_weight, cfg);
+  check_inputs(z, bank, anchors, cfg);
   const int64_t B = z.size(0);
   const int64_t N = bank.size(0);
-  check(N > 0, "bank must not be empty");
   const int64_t M = std::min<int64_t>(cfg.background, N);
   const auto dev = z.device();
 
   // The kernels run on CPU in float or double; other inputs are converted (differentiably).
   torch::Tensor zc = z;
-  if (!zc.device().is_cpu()) zc = zc.to(torch::kCPU);
   if (zc.scalar_type() != torch::kFloat && zc.scalar_type() != torch::kDouble)
     zc = zc.to(torch::kFloat);
   auto V = bank.detach().to(torch::kCPU, zc.scalar_type()).contiguous();

@@ -42,6 +42,15 @@ LossResult invariance_loss(const torch::Tensor& z, const torch::Tensor& bank,
                            const torch::Tensor& anchors, const torch::Tensor& propagated,
                            double invariance_weight, const LossConfig& config);
 
+// The same losses written with LibTorch tensor operations and autograd, on any device (the
+// CUDA path: `invariance_loss` sends non-CPU inputs here, so z, the bank and the loss stay on
+// the GPU). Materialises the B × N logits with autograd, so it is slower than the CPU kernel
+// on CPU; the two agree to rounding (tests/train compares them, values and gradients).
+LossResult invariance_loss_tensor_ops(const torch::Tensor& z, const torch::Tensor& bank,
+                                      const torch::Tensor& anchors,
+                                      const torch::Tensor& propagated, double invariance_weight,
+                                      const LossConfig& config);
+
 // Indices (B × m int64, unordered) of the m largest entries of each row of logits (B × N),
 // 0 < m <= N. Same set as torch::topk(m, sorted=false) up to the choice among tied values;
 // faster on CPU (nth_element per row, rows in parallel). Not differentiable.

@@ -66,6 +66,7 @@ struct Trainer::State {
   torch::Tensor labels;  // N int64 (−1 unknown), for monitoring only
   int epoch = 1;         // epoch in progress / next to run
   int64_t step = 0;      // steps of `epoch` already done
+  torch::Device device{torch::kCPU};  // model, bank and loss; the graph's lists stay on the host
   LossConfig loss_cfg;
   data::LoaderOptions loader_opts;
 };
@@ -95,11 +96,14 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   auto aug = data::small_image_preset(cfg.input_size, s.ds->channels());
   s.info.mean = aug.mean;
   s.info.std = aug.std;
+  s.device = torch::Device(cfg.device == "cuda" ? torch::kCUDA : torch::kCPU);
   s.net = model::Encoder(s.info.encoder);
+  s.net->to(s.device);
   s.opt = std::make_unique<torch::optim::SGD>(
       s.net->parameters(),
       torch::optim::SGDOptions(cfg.lr).momentum(cfg.momentum).weight_decay(cfg.weight_decay));
   s.bank = std::make_unique<MemoryBank>(n, cfg.dim, cfg.seed);
+  s.bank->data() = s.bank->data().to(s.device);
   s.graph = graph::KnnGraph::zeros(n, cfg.knn);
   s.loss_cfg.tau = cfg.tau;
   s.loss_cfg.background = cfg.background;
@@ -111,6 +115,7 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   s.loader_opts.seed = cfg.seed;
   s.loader_opts.augment = aug;
   s.loader_opts.drop_last = true;  // BatchNorm and the loss want full batches; reported in the log
+  s.loader_opts.pin_memory = s.device.is_cuda();  // so the copy below can overlap
 
   auto ckpt = (fs::path(out_dir) / "checkpoint.pt").string();
   if (fs::exists(ckpt)) {
@@ -176,7 +181,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       m.data_wait += seconds_since(t0);
       if (!batch) break;
       auto t1 = std::chrono::steady_clock::now();
-      auto z = normalise_rows(s.net->forward(batch->images));
+      auto z = normalise_rows(s.net->forward(batch->images.to(s.device, /*non_blocking=*/true)));
       m.forward += seconds_since(t1);
       auto t2 = std::chrono::steady_clock::now();
       torch::Tensor propagated;
@@ -193,7 +198,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       auto zd = z.detach();
       if (cfg.graph == "online") {  // reference: batch rows of the graph from this step's top-k
         auto sims = torch::mm(zd, s.bank->data().t());
-        sims.scatter_(1, batch->indices.unsqueeze(1), -1e9);  // self excluded
+        sims.scatter_(1, batch->indices.to(sims.device()).unsqueeze(1), -1e9);  // self excluded
         s.graph.update_rows(batch->indices, std::get<1>(sims.topk(cfg.knn, 1)));
       }
       s.bank->update(batch->indices, zd, cfg.bank_momentum);
@@ -223,10 +228,11 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       test_loader.start_epoch(1);
       std::vector<torch::Tensor> feats, labs;
       while (auto b = test_loader.next()) {
-        feats.push_back(normalise_rows(s.net->forward(b->images)));
+        feats.push_back(normalise_rows(s.net->forward(b->images.to(s.device, true))));
         labs.push_back(b->labels);
       }
-      auto acc = eval::weighted_knn(s.bank->data(), s.labels, torch::cat(feats), torch::cat(labs));
+      auto acc = eval::weighted_knn(s.bank->data().cpu(), s.labels, torch::cat(feats).cpu(),
+                                    torch::cat(labs));
       m.knn_top1 = acc.top1;
       m.knn_top5 = acc.top5;
     }
