@@ -230,6 +230,7 @@ TEST(IndexDir, CorruptOrMissingFilesAreClearErrors) {
   auto expect_error = [&](const std::string& needle) {
     try {
       search::IndexHandle h(idx);
+      h.ann();  // the FAISS file loads in the background; its errors surface here
       ADD_FAILURE() << "expected an error mentioning " << needle;
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <future>
 #include <fstream>
 #include <random>
 #include <set>
@@ -376,19 +377,35 @@ IndexHandle::IndexHandle(const std::string& dir, const std::string& model_overri
   };
   auto ipath = check(index_file(info_.generation));
   auto mpath = check(meta_file(info_.generation));
-  ann_ = std::make_unique<index::AnnIndex>(index::AnnIndex::read(
-      ipath, info_.files.at(index_file(info_.generation)).bytes, info_.files.at(index_file(info_.generation)).xxh3));
+  // The FAISS file (most of the opening time: hashing + read_index) loads on a background
+  // thread while the caller goes on, typically loading the model and embedding its queries;
+  // ann() waits for it. A query's time after start-up is then max(load, embed) + search.
+  const FileRecord rec = info_.files.at(index_file(info_.generation));
+  ann_loading_ = std::async(std::launch::async, [ipath, rec] {
+    return index::AnnIndex::read(ipath, rec.bytes, rec.xxh3);
+  });
   if (hash_file(mpath) != info_.files.at(meta_file(info_.generation)).xxh3)
     throw Error(mpath, "contents differ from index.json (corrupt or replaced)", "rebuild the index");
   meta_ = std::make_unique<store::EmbeddingReader>(mpath);
-  if (ann_->dim() != info_.dim || meta_->dim() != info_.dim)
+  if (meta_->dim() != info_.dim)
     throw Error(dir, "dimension of the index files differs from index.json", "rebuild the index");
-  if (ann_->size() != info_.size || meta_->size() != info_.size)
+  if (meta_->size() != info_.size)
     throw Error(dir, "index and metadata hold different numbers of items", "rebuild the index");
-  if (!info_.search_params.empty()) ann_->set_search_params(info_.search_params);
 }
 
-IndexHandle::~IndexHandle() = default;
+IndexHandle::~IndexHandle() = default;  // a pending load is waited for (std::async's future)
+
+index::AnnIndex& IndexHandle::ann() {
+  if (!ann_) {
+    ann_ = std::make_unique<index::AnnIndex>(ann_loading_.get());  // rethrows a load error
+    if (ann_->dim() != info_.dim)
+      throw Error(dir_, "dimension of the index files differs from index.json", "rebuild the index");
+    if (ann_->size() != info_.size)
+      throw Error(dir_, "index and metadata hold different numbers of items", "rebuild the index");
+    if (!info_.search_params.empty()) ann_->set_search_params(info_.search_params);
+  }
+  return *ann_;
+}
 
 const std::vector<std::string>& IndexHandle::categories() const { return meta_->meta().categories; }
 
@@ -489,7 +506,7 @@ std::vector<std::vector<Hit>> IndexHandle::search(const torch::Tensor& queries, 
     throw Error(dir_, "query dimension " + std::to_string(queries.dim() == 2 ? queries.size(1) : -1) +
                           " differs from the index's " + std::to_string(info_.dim));
   const bool ex = !exclude.empty();
-  auto res = ann_->search(queries.contiguous(), k + (ex ? 1 : 0));
+  auto res = ann().search(queries.contiguous(), k + (ex ? 1 : 0));
   std::vector<std::vector<Hit>> out(size_t(queries.size(0)));
   auto ids = res.indices.accessor<int64_t, 2>();
   auto sims = res.similarities.accessor<float, 2>();

@@ -19,6 +19,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <future>
 #include <map>
 #include <memory>
 #include <string>
@@ -93,7 +94,9 @@ class IndexHandle {
   ~IndexHandle();
   const IndexInfo& info() const { return info_; }
   const std::string& dir() const { return dir_; }
-  index::AnnIndex& ann() { return *ann_; }
+  // The FAISS index; it loads in the background from the constructor on, and the first
+  // call waits for it (and throws its load error, if any).
+  index::AnnIndex& ann();
   store::EmbeddingReader& meta() { return *meta_; }
   const std::vector<std::string>& categories() const;
   // The model (loaded on first use); throws invp::Error if the index has none.
@@ -115,6 +118,7 @@ class IndexHandle {
  private:
   std::string dir_, model_override_, device_;
   IndexInfo info_;
+  std::future<index::AnnIndex> ann_loading_;
   std::unique_ptr<index::AnnIndex> ann_;
   std::unique_ptr<store::EmbeddingReader> meta_;
   std::unique_ptr<Embedder> embedder_;

@@ -1,0 +1,88 @@
+// `invp embed` throughput against the bare forward pass of the same model (issue 4 target:
+// embed ≥ 95 % of bare forward, decode overlapped).
+//   bare:  the model's forward on one pre-made batch (B × C × H × W, eval mode, no grad),
+//          repeated; images/s.
+//   embed: embed_to_file over SOURCE into a temporary embeddings.h5 (decode + transform in
+//          loader workers, forward, normalise, chunked HDF5 writes); images/s.
+// Usage: bench_embed MODEL_PT [SOURCE] [--threads N] [--workers N] [--batch B] [--images N]
+//   SOURCE defaults to Fashion-MNIST's train split (embedded whole); the bare pass runs
+//   --images images (default: as many as SOURCE has).
+#include <invp/core/threads.h>
+#include <invp/data/dataset.h>
+#include <invp/search/embedder.h>
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <string>
+
+using namespace invp;
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::string model, source = "/usr/share/datasets/fashion-mnist:train";
+    int threads = 0, workers = 1, batch = 256;
+    int64_t images = 0;
+    int positional = 0;
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      auto next = [&] {
+        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
+        return std::string(argv[++i]);
+      };
+      if (a == "--threads") threads = std::stoi(next());
+      else if (a == "--workers") workers = std::stoi(next());
+      else if (a == "--batch") batch = std::stoi(next());
+      else if (a == "--images") images = std::stoll(next());
+      else if (positional++ == 0) model = a;
+      else source = a;
+    }
+    if (model.empty()) {
+      std::fprintf(stderr, "usage: bench_embed MODEL_PT [SOURCE] [--threads N] [--workers N] [--batch B] [--images N]\n");
+      return 2;
+    }
+    const int t = resolve_thread_budget(threads);
+    apply_thread_budget(t);
+    search::Embedder emb(model);
+    auto ds = data::open_dataset(source, {emb.channels(), false});
+    if (images <= 0) images = int64_t(ds->size());
+
+    // Bare forward: the same number of images in full batches of one pre-made tensor.
+    const int side = emb.info().input_size;
+    auto x = torch::randn({batch, emb.channels(), side, side});
+    emb.embed(x);  // warm-up
+    const int64_t reps = std::max<int64_t>(1, images / batch);
+    auto t0 = std::chrono::steady_clock::now();
+    for (int64_t r = 0; r < reps; ++r) emb.embed(x);
+    const double bare = double(reps * batch) / seconds_since(t0);
+
+    // embed_to_file over the whole source.
+    auto dir = std::filesystem::temp_directory_path() / ("invp_bench_embed_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const std::string src = source;
+    search::EmbedOptions o;
+    o.batch_size = batch;
+    o.workers = workers;
+    auto rep = search::embed_to_file(emb, src, (dir / "out.h5").string(), o);
+    std::filesystem::remove_all(dir);
+    std::printf("threads %d, loader workers %d, batch %d, %lld images (%s)\n", t, workers, batch,
+                (long long)rep.rows, source.c_str());
+    std::printf("bare forward   %9.0f img/s\n", bare);
+    std::printf("invp embed     %9.0f img/s   (%.1f %% of bare forward)\n", rep.images_per_second,
+                100.0 * rep.images_per_second / bare);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_embed: %s\n", e.what());
+    return 1;
+  }
+}
