@@ -174,3 +174,23 @@ TEST(Loader, DestructorMidEpochAndRestart) {
   Loader idle(ds, o);
   EXPECT_FALSE(idle.next().has_value());  // no epoch started
 }
+
+// Resuming inside an epoch: start_epoch(e, b) yields exactly batches b, b+1, ... of an
+// uninterrupted epoch e (same items, same augmentation), and position() counts from b.
+TEST(Loader, StartInsideAnEpochGivesTheRemainingBatches) {
+  auto ds = std::make_shared<FakeDataset>(70, 3);
+  Loader full(ds, opts(8, 2)), resumed(ds, opts(8, 3));
+  auto all = epoch(full, 2);
+  resumed.start_epoch(2, 5);
+  EXPECT_EQ(resumed.position(), 5u);
+  size_t k = 5;
+  while (auto b = resumed.next()) {
+    ASSERT_LT(k, all.size());
+    EXPECT_TRUE(torch::equal(b->indices, all[k].indices)) << "batch " << k;
+    EXPECT_TRUE(torch::equal(b->images, all[k].images)) << "batch " << k;
+    EXPECT_EQ(resumed.position(), ++k);
+  }
+  EXPECT_EQ(k, all.size());
+  resumed.start_epoch(2, 1000);  // past the end: an empty epoch
+  EXPECT_FALSE(resumed.next().has_value());
+}

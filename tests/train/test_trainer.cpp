@@ -102,6 +102,30 @@ TEST(Trainer, ResumeEqualsUninterruptedRunBitwise) {
   EXPECT_GT(read_tensor(f.root / "straight/checkpoint.pt", "graph").max().item<int64_t>(), 0);
 }
 
+// Interrupted inside an epoch (as by Ctrl-C: checkpoint at the exact step), then resumed:
+// the same weights, bank and graph as an uninterrupted run, and the resumed run does not
+// redo the steps before the interruption.
+TEST(Trainer, ResumeInsideAnEpochEqualsUninterruptedRun) {
+  invp::apply_thread_budget(1);
+  Fixture f("midepoch");
+  Trainer(f.cfg, (f.root / "straight").string()).run();
+  std::vector<invp::train::EpochMetrics> first;
+  Trainer(f.cfg, (f.root / "split").string()).run([&](const auto& m) { first.push_back(m); }, 0, 5);
+  EXPECT_TRUE(first.empty());  // stopped in epoch 1
+  EXPECT_EQ(read_tensor(f.root / "split/checkpoint.pt", "step").item<int64_t>(), 5);
+  Trainer(f.cfg, (f.root / "split").string()).run({}, 0, 7);  // 5 + 7: inside epoch 2
+  EXPECT_EQ(read_tensor(f.root / "split/checkpoint.pt", "epoch").item<int64_t>(), 2);
+  Trainer(f.cfg, (f.root / "split").string()).run();
+  for (auto key : {"bank", "graph"})
+    EXPECT_TRUE(torch::equal(read_tensor(f.root / "straight/checkpoint.pt", key),
+                             read_tensor(f.root / "split/checkpoint.pt", key)))
+        << key;
+  auto a = invp::model::load_model((f.root / "straight/model.pt").string());
+  auto b = invp::model::load_model((f.root / "split/model.pt").string());
+  auto pb = b->named_parameters();
+  for (auto& p : a->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+}
+
 TEST(Trainer, DifferentConfigRefusedUnlessForced) {
   Fixture f("config");
   f.cfg.epochs = 1;

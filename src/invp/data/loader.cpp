@@ -50,7 +50,12 @@ void Loader::stop_workers() {
   threads_.clear();
 }
 
-void Loader::start_epoch(int epoch) {
+size_t Loader::position() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return next_out_;
+}
+
+void Loader::start_epoch(int epoch, size_t first_batch) {
   stop_workers();
   epoch_ = epoch;
   const size_t n = ds_->size();
@@ -67,8 +72,8 @@ void Loader::start_epoch(int epoch) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     ready_.clear();
-    next_claim_ = next_out_ = 0;
     n_batches_ = batches_per_epoch();
+    next_claim_ = next_out_ = std::min(first_batch, n_batches_);
     stop_ = false;
   }
   int nthreads = int(std::min<size_t>(size_t(opts_.workers), std::max<size_t>(1, n_batches_)));

@@ -47,7 +47,11 @@ class Loader {
   Loader& operator=(const Loader&) = delete;
 
   // Starts (or restarts) epoch `epoch` (1-based); abandons any unfinished epoch.
-  void start_epoch(int epoch);
+  // first_batch > 0 starts inside the epoch (resume): batches before it are never built.
+  void start_epoch(int epoch, size_t first_batch = 0);
+  // Batches of the current epoch consumed so far (returned, or skipped as all-bad), counting
+  // those before first_batch: what start_epoch needs to continue at the same place.
+  size_t position() const;
   // The next batch of the current epoch, or nullopt at its end. Batches whose items were
   // all bad are skipped. Rethrows a worker's error (bad items only when strict).
   std::optional<Batch> next();
@@ -69,7 +73,7 @@ class Loader {
   int epoch_ = 0;
   std::vector<int64_t> order_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<size_t, Slot> ready_;
   size_t next_claim_ = 0, next_out_ = 0, n_batches_ = 0;

@@ -65,7 +65,7 @@ struct Trainer::State {
   graph::KnnGraph graph;
   torch::Tensor labels;  // N int64 (−1 unknown), for monitoring only
   int epoch = 1;         // epoch in progress / next to run
-  int64_t step = 0;      // steps of `epoch` already done
+  int64_t step = 0;      // loader batches of `epoch` already consumed (= steps, unless all-bad batches were skipped)
   torch::Device device{torch::kCPU};  // model, bank and loss; the graph's lists stay on the host
   LossConfig loss_cfg;
   data::LoaderOptions loader_opts;
@@ -136,7 +136,8 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
 Trainer::~Trainer() = default;
 int Trainer::start_epoch() const { return s_->epoch; }
 
-int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int until_epoch) {
+int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int until_epoch,
+                 int64_t max_steps) {
   auto& s = *s_;
   const auto& cfg = s.cfg;
   g_stop = false;
@@ -150,6 +151,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   data::Loader loader(s.ds, s.loader_opts);
   auto mode = cfg.propagation == "concat" ? graph::PropagationMode::Concat : graph::PropagationMode::Bfs;
   int last_done = s.epoch - 1;
+  int64_t steps_this_call = 0;
   int last = until_epoch > 0 ? std::min(until_epoch, cfg.epochs) : cfg.epochs;
   for (; s.epoch <= last && !g_stop; ) {
     EpochMetrics m;
@@ -171,8 +173,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       m.graph_same_label = st.same_label_share;
     }
     s.net->train();
-    loader.start_epoch(s.epoch);
-    for (int64_t i = 0; i < s.step; ++i) loader.next();  // resume inside an epoch
+    loader.start_epoch(s.epoch, size_t(s.step));  // s.step > 0: resume inside the epoch
     Progress bar("epoch " + std::to_string(s.epoch), int64_t(loader.batches_per_epoch()));
     int64_t images = 0, steps = 0;
     while (!g_stop) {
@@ -208,8 +209,9 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       m.instance += loss.instance.item<double>() * n;
       m.invariance += loss.invariance.item<double>() * n;
       images += int64_t(n);
-      ++s.step;
+      s.step = int64_t(loader.position());
       bar.update(++steps);
+      if (max_steps > 0 && ++steps_this_call >= max_steps) g_stop = true;
     }
     bar.finish();
     if (g_stop) break;  // the checkpoint below is written with the partial epoch position

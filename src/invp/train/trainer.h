@@ -29,8 +29,10 @@ class Trainer {
   ~Trainer();
   // Trains up to config.epochs (or only up to until_epoch when > 0, as if stopped there;
   // the lr schedule still spans config.epochs); calls on_epoch after each epoch. Returns the
-  // last epoch done.
-  int run(const std::function<void(const EpochMetrics&)>& on_epoch = {}, int until_epoch = 0);
+  // last epoch done. max_steps > 0 stops after that many training steps of this call as a
+  // Ctrl-C would (checkpoint at the exact position, inside an epoch).
+  int run(const std::function<void(const EpochMetrics&)>& on_epoch = {}, int until_epoch = 0,
+          int64_t max_steps = 0);
   int start_epoch() const;  // 1-based epoch the next run() starts at
 
  private:
