@@ -433,7 +433,12 @@ TEST(BadFiles, HostileImages) {
   write_file(t / "h/trunc.jpg", Bytes(jpg.begin(), jpg.begin() + 20));
   write_file(t / "h/zero.png", {});
   write_text(t / "h/text.jpg", "not a jpeg");
-  for (const char* name : {"huge header.png", "bad crc.png", "trunc.jpg", "zero.png", "text.jpg"}) {
+  // Found by fuzzing: "DICM" at offset 128 sent OpenCV to GDCM, which aborted the process.
+  Bytes dicm(128, 'Y');
+  dicm[0] = 'P', dicm[1] = '4', dicm[127] = '\n';
+  for (char c : std::string("DICM3")) dicm.push_back(uint8_t(c));
+  write_file(t / "h/dicom.png", dicm);
+  for (const char* name : {"huge header.png", "bad crc.png", "trunc.jpg", "zero.png", "text.jpg", "dicom.png"}) {
     const std::string p = t / (std::string("h/") + name);
     expect_error([&] { read_image_file(p, 3); }, name, "cannot decode image");
   }

@@ -57,10 +57,33 @@ Image convert_channels(Image img, int channels) {
   return from_mat(dst);
 }
 
+// The formats invp reads, recognised by their leading bytes exactly as OpenCV's own
+// decoders check them. OpenCV picks the first decoder whose signature matches, and every
+// format accepted here belongs to a decoder registered before the ones invp does not want
+// to run on outside bytes (GDCM aborts the process on some damaged DICOM headers; it was
+// reached by fuzzing with "P4…DICM" bytes), so anything else is refused before imdecode.
+const char* sniff_image_format(const std::vector<uint8_t>& b) {
+  auto starts = [&](const char* sig, size_t n, size_t at = 0) {
+    return b.size() >= at + n && std::equal(sig, sig + n, b.begin() + std::ptrdiff_t(at),
+                                            [](char c, uint8_t x) { return uint8_t(c) == x; });
+  };
+  if (starts("\x89PNG\r\n\x1a\n", 8)) return "PNG";
+  if (starts("\xff\xd8\xff", 3)) return "JPEG";
+  if (starts("BM", 2)) return "BMP";
+  if (starts("II\x2a\x00", 4) || starts("MM\x00\x2a", 4)) return "TIFF";
+  if (starts("II\x2b\x00", 4) || starts("MM\x00\x2b", 4)) return "TIFF";  // BigTIFF
+  if (starts("RIFF", 4) && starts("WEBP", 4, 8)) return "WebP";
+  if (b.size() >= 3 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6' && std::isspace(b[2])) return "PNM";
+  return nullptr;
+}
+
 Image decode_image(const std::vector<uint8_t>& bytes, int channels,
                    const std::string& path_for_errors) {
   const std::string problem = "cannot decode image";
   if (bytes.empty()) throw Error(path_for_errors, problem, "the file is empty");
+  if (!sniff_image_format(bytes))
+    throw Error(path_for_errors, problem,
+                "not a JPEG, PNG, BMP, TIFF, WebP or PGM/PPM/PBM file (by its first bytes)");
   cv::Mat m;
   try {
     const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8U,

@@ -13,6 +13,10 @@ namespace invp::data {
 // channels is 3 (or 0), grey when 1, whatever the source: grey, grey+alpha and RGBA
 // (composited on white), 16-bit (scaled), palette. Throws invp::Error(path_for_errors,
 // "cannot decode image", ...) for empty, non-image or truncated data.
+// "PNG", "JPEG", "BMP", "TIFF", "WebP" or "PNM" from the leading bytes, or nullptr: the only
+// bytes decode_image hands to OpenCV.
+const char* sniff_image_format(const std::vector<uint8_t>& bytes);
+
 Image decode_image(const std::vector<uint8_t>& bytes, int channels,
                    const std::string& path_for_errors);
 
