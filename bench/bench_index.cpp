@@ -5,9 +5,15 @@
 //                    [--target-recall 0.95]
 //   Several files are concatenated first (e.g. Fashion-MNIST train + test = 70k), ids
 //   renumbered. Recipes default to flat, hnsw, ivf-flat, ivf-pq and auto.
+//        bench_index --write-synthetic OUT_H5 N [D 128]
+//   writes N unit vectors around 1,000 random centres (an embeddings.h5 without a model),
+//   written in blocks so that memory stays small, for `invp index build` memory runs.
 #include <invp/core/threads.h>
 #include <invp/search/index_dir.h>
 #include <invp/store/embedding_store.h>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <cstdio>
 #include <exception>
@@ -18,8 +24,38 @@
 
 using namespace invp;
 
+namespace {
+int write_synthetic(const std::string& out, int64_t n, int64_t dim) {
+  store::StoreMeta meta;
+  meta.dim = dim;
+  meta.source = "synthetic: " + std::to_string(n) + " vectors around 1000 centres";
+  store::EmbeddingWriter w(out, meta);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  auto centres = at::randn({1000, dim}, gen);
+  for (int64_t s = 0; s < n; s += 65536) {
+    const int64_t b = std::min<int64_t>(65536, n - s);
+    auto which = at::randint(0, 1000, {b}, gen);
+    auto v = centres.index_select(0, which) + 0.5 * at::randn({b, dim}, gen);
+    store::Rows r;
+    r.embeddings = v / v.norm(2, {1}, true);
+    auto label = which.accessor<int64_t, 1>();
+    for (int64_t i = 0; i < b; ++i) {
+      r.ids.push_back(s + i);
+      r.labels.push_back(int32_t(label[i]));
+      r.paths.push_back("synthetic#" + std::to_string(s + i));
+    }
+    w.append(r);
+  }
+  w.finish();
+  std::printf("wrote %lld x %lld vectors to %s\n", (long long)n, (long long)dim, out.c_str());
+  return 0;
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   try {
+    if (argc >= 4 && std::string(argv[1]) == "--write-synthetic")
+      return write_synthetic(argv[2], std::stoll(argv[3]), argc > 4 ? std::stoll(argv[4]) : 128);
     std::vector<std::string> files, recipes{"flat", "hnsw", "ivf-flat", "ivf-pq", "auto"};
     int threads = 0;
     double target = 0.95;

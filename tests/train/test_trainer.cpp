@@ -77,6 +77,17 @@ torch::Tensor read_tensor(const fs::path& ckpt, const std::string& key) {
   a.read(key, t);
   return t;
 }
+// Two run directories hold bitwise-equal weights, memory banks and kNN graphs.
+void expect_same_run(const fs::path& a_dir, const fs::path& b_dir) {
+  for (auto key : {"bank", "graph"})
+    EXPECT_TRUE(torch::equal(read_tensor(a_dir / "checkpoint.pt", key), read_tensor(b_dir / "checkpoint.pt", key)))
+        << key;
+  auto a = invp::model::load_model((a_dir / "model.pt").string());
+  auto b = invp::model::load_model((b_dir / "model.pt").string());
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (auto& p : pa) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+}
 }  // namespace
 
 TEST(Trainer, ResumeEqualsUninterruptedRunBitwise) {
@@ -89,15 +100,7 @@ TEST(Trainer, ResumeEqualsUninterruptedRunBitwise) {
   Trainer resumed(more, (f.root / "split").string());
   EXPECT_EQ(resumed.start_epoch(), 2);
   EXPECT_EQ(resumed.run(), 2);
-  for (auto key : {"bank", "graph"})
-    EXPECT_TRUE(torch::equal(read_tensor(f.root / "straight/checkpoint.pt", key),
-                             read_tensor(f.root / "split/checkpoint.pt", key)))
-        << key;
-  auto a = invp::model::load_model((f.root / "straight/model.pt").string());
-  auto b = invp::model::load_model((f.root / "split/model.pt").string());
-  auto pa = a->named_parameters(), pb = b->named_parameters();
-  ASSERT_EQ(pa.size(), pb.size());
-  for (auto& p : pa) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+  expect_same_run(f.root / "straight", f.root / "split");
   // The graph was really built (not the all-zero online start).
   EXPECT_GT(read_tensor(f.root / "straight/checkpoint.pt", "graph").max().item<int64_t>(), 0);
 }
@@ -116,14 +119,7 @@ TEST(Trainer, ResumeInsideAnEpochEqualsUninterruptedRun) {
   Trainer(f.cfg, (f.root / "split").string()).run({}, 0, 7);  // 5 + 7: inside epoch 2
   EXPECT_EQ(read_tensor(f.root / "split/checkpoint.pt", "epoch").item<int64_t>(), 2);
   Trainer(f.cfg, (f.root / "split").string()).run();
-  for (auto key : {"bank", "graph"})
-    EXPECT_TRUE(torch::equal(read_tensor(f.root / "straight/checkpoint.pt", key),
-                             read_tensor(f.root / "split/checkpoint.pt", key)))
-        << key;
-  auto a = invp::model::load_model((f.root / "straight/model.pt").string());
-  auto b = invp::model::load_model((f.root / "split/model.pt").string());
-  auto pb = b->named_parameters();
-  for (auto& p : a->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+  expect_same_run(f.root / "straight", f.root / "split");
 }
 
 TEST(Trainer, DifferentConfigRefusedUnlessForced) {

@@ -129,6 +129,7 @@ EmbedReport embed_to_file(Embedder& embedder, const std::string& source, const s
   int64_t new_rows = 0;
   if (rest->size() > 0) {
     data::Loader loader(rest, eval_loader(embedder.transform(), opts.batch_size, opts.workers));
+    const auto t_stream = std::chrono::steady_clock::now();
     loader.start_epoch(1);
     Progress bar("embed", int64_t(loader.batches_per_epoch()));
     int64_t done = 0;
@@ -159,9 +160,13 @@ EmbedReport embed_to_file(Embedder& embedder, const std::string& source, const s
       bar.update(++done);
     }
     bar.finish();
+    r.stream_seconds = seconds_since(t_stream);
+    r.stream_images_per_second = new_rows / std::max(1e-9, r.stream_seconds);
     r.skipped_bad = int64_t(loader.bad_count());
   }
+  const auto t_finish = std::chrono::steady_clock::now();
   writer.finish();
+  r.finish_seconds = seconds_since(t_finish);
   r.rows = r.resumed_rows + new_rows;
   r.seconds = seconds_since(t0);
   r.images_per_second = new_rows / std::max(1e-9, r.seconds);

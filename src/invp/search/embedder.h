@@ -67,6 +67,11 @@ struct EmbedReport {
   int64_t skipped_bad = 0;
   double seconds = 0;        // this run's wall time
   double images_per_second = 0;
+  // The streaming part alone (decode, forward, chunk writes), without opening the data set
+  // or assembling the final file: the rate to compare with the model's bare forward.
+  double stream_seconds = 0;
+  double stream_images_per_second = 0;
+  double finish_seconds = 0;  // assembling OUT from the chunks
 };
 // Streams SOURCE through the model into OUT (embeddings.h5 layout, store/embedding_store.h):
 // memory does not grow with N, decoding overlaps the forward pass, a killed run resumes
