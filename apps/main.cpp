@@ -11,6 +11,7 @@
 #include <invp/store/library_info.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 namespace invp::app {
@@ -80,12 +81,14 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return 2;
-  } catch (const invp::Error& e) {
+  } catch (const std::exception& e) {  // invp::Error and anything else: one line, exit 1
     std::fprintf(stderr, "invp: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "invp: error: %s\n", e.what());
-    return 1;
+    // Leave without running library destructors: HDF5 1.10.8 segfaults at exit when a file
+    // failed to close (seen on a full disk). Every output is already complete or discarded
+    // (atomic writes), so nothing is lost by skipping them.
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(1);
   }
   return 0;
 }

@@ -86,6 +86,12 @@ check "refusal names the checkpoint" grep -q "checkpoint.pt" "$work/train2.err"
 check "embed exits 0" test $rc -eq 0
 check "embed json rows" grep -q '"rows":48' "$work/embed.json"
 check "no partial left" test ! -e "$work/e.h5.partial"
+cp "$work/e.h5" "$work/e.h5.good"
+(ulimit -f 8; trap '' XFSZ; "$INVP" -q embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/e.h5" 2> "$work/full.err"); rc=$?
+check "full disk: embed exits 1 (no crash)" test $rc -eq 1
+check "full disk: one error line naming the output" grep -q '^invp: error: .*e\.h5' "$work/full.err"
+check "full disk: the old file is intact" cmp -s "$work/e.h5" "$work/e.h5.good"
+rm -rf "$work/e.h5.good" "$work/e.h5.partial"
 "$INVP" -q --json index build --embeddings "$work/e.h5" --out "$work/idx" > "$work/build.json"; rc=$?
 check "index build exits 0" test $rc -eq 0
 check "auto picks flat for 48 items" grep -q '"recipe":"flat"' "$work/build.json"

@@ -55,13 +55,19 @@ TEST(FullDisk, EmbeddingFiles) {
   auto f = d / "embeddings.h5";
   invp::store::write_store(f.string(), meta(32), rows(10, 32));
   auto big = rows(2000, 32);
-  expect_fails_cleanly_on_full_disk(f, [&] { invp::store::write_store(f.string(), meta(32), big); });
-  // The streaming writer (chunks in OUT.partial/, then the final file).
-  expect_fails_cleanly_on_full_disk(f, [&] {
-    invp::store::EmbeddingWriter w(f.string(), meta(32), 500);
-    w.append(big);
-    w.finish();
-  });
+  // HDF5 writers run isolated (tests/full_disk.h): a file that failed to close poisons HDF5.
+  expect_fails_cleanly_on_full_disk(
+      f, [&] { invp::store::write_store(f.string(), meta(32), big); }, 16384, true);
+  // The streaming writer (chunks in OUT.partial/, then the final file); chunks of 100 rows
+  // fit under the limit, so the final HDF5 file is what fails.
+  expect_fails_cleanly_on_full_disk(
+      f,
+      [&] {
+        invp::store::EmbeddingWriter w(f.string(), meta(32), 100);
+        w.append(big);
+        w.finish();
+      },
+      65536, true);
   fs::remove_all(d);
 }
 

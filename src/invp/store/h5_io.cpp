@@ -72,7 +72,17 @@ std::string hdf5_reason(const H5::Exception& e) {
   std::string why;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost, &why);
   if (why.empty()) why = e.getDetailMsg();
-  return why.empty() ? "HDF5 error" : why;
+  if (why.empty()) return "HDF5 error";
+  // The I/O layer's text spans lines ("file write failed: time = …, errno = 27, error
+  // message = 'File too large', …"): keep its first clause and the system's message.
+  const auto msg = why.find("error message = '");
+  if (msg != std::string::npos) {
+    const auto start = msg + 17, end = why.find('\'', start);
+    why = why.substr(0, why.find(':')) + ": " + why.substr(start, end == std::string::npos ? end : end - start);
+  }
+  for (char& c : why)
+    if (c == '\n' || c == '\r') c = ' ';
+  return why;
 }
 
 
