@@ -27,7 +27,7 @@ double one_nn(const search::Features& train, const search::Features& test) {
 
 void add_knn(CLI::App* ev) {
   struct Args {
-    std::string model, train, test, device = "cpu";
+    std::string model, train, test, device = "cpu", features = "head";
     bool raw = false;
     int k = eval::kKnnMonitorK;
     double sigma = eval::kKnnMonitorSigma;
@@ -45,6 +45,11 @@ void add_knn(CLI::App* ev) {
   c->add_option("-k", a->k, "K neighbours")->capture_default_str();
   c->add_option("--sigma", a->sigma, "Vote temperature")->capture_default_str();
   c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  c->add_option("--features", a->features,
+                "head (the D-dim embedding that training, the bank and indexes use) or backbone "
+                "(the pooled features before the projection head)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"head", "backbone"}));
   c->callback([a] {
     globals().action = [a] {
       if (a->raw == !a->model.empty())
@@ -54,7 +59,8 @@ void add_knn(CLI::App* ev) {
         tr = search::raw_pixel_features(data::open_dataset(a->train));
         te = search::raw_pixel_features(data::open_dataset(a->test, {0, false}));
       } else {
-        search::Embedder e(a->model, a->device);
+        search::Embedder e(a->model, a->device,
+                           a->features == "head" ? search::Embedder::Output::head : search::Embedder::Output::backbone);
         tr = search::embed_dataset_in_memory(e, data::open_dataset(a->train, {e.channels(), false}));
         te = search::embed_dataset_in_memory(e, data::open_dataset(a->test, {e.channels(), false}));
       }
@@ -62,7 +68,7 @@ void add_knn(CLI::App* ev) {
       if (te.labels.max().item<int64_t>() < 0) throw Error(a->test, "has no labels");
       auto acc = eval::weighted_knn(tr.features, tr.labels, te.features, te.labels, a->k, a->sigma);
       double nn1 = one_nn(tr, te);
-      std::string what = a->raw ? "raw pixels" : a->model;
+      std::string what = a->raw ? "raw pixels" : a->features == "head" ? a->model : a->model + " (backbone)";
       if (globals().json) {
         std::cout << nlohmann::json{{"features", what}, {"train", a->train}, {"test", a->test},
                                     {"k", a->k}, {"sigma", a->sigma}, {"top1", acc.top1}, {"top5", acc.top5},

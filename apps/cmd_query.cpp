@@ -3,6 +3,7 @@
 
 #include <invp/core/error.h>
 #include <invp/core/log.h>
+#include <invp/core/memory.h>
 #include <invp/data/dataset.h>
 #include <invp/data/decode.h>
 #include <invp/data/fetch.h>
@@ -27,6 +28,25 @@ nlohmann::json hit_json(const search::Hit& h, int rank) {
   nlohmann::json j{{"rank", rank}, {"id", h.id}, {"score", h.score}, {"label", h.label}, {"path", h.path}};
   if (!h.category.empty()) j["category"] = h.category;
   return j;
+}
+
+// Before opening an index in a one-shot command: make the memory the FAISS file and the model
+// will be read into resident in one go (see reserve_resident_heap). Any problem
+// with the directory is left for IndexHandle to report.
+void prepare_heap_for(const std::string& dir) {
+  namespace fs = std::filesystem;
+  int64_t bytes = 0;
+  try {
+    // The FAISS file is read whole; the metadata file is only opened (rows are read on demand).
+    for (const auto& [name, rec] : search::read_index_info(dir).files)
+      if (name.rfind("index-", 0) == 0) bytes += std::max<int64_t>(0, rec.bytes);
+  } catch (const std::exception&) {
+    return;
+  }
+  std::error_code ec;
+  const auto model = fs::file_size(fs::path(dir) / "model.pt", ec);
+  if (!ec) bytes += int64_t(model);
+  reserve_resident_heap(size_t(bytes) + size_t(bytes) / 4 + (size_t(16) << 20));
 }
 
 std::string label_text(const search::Hit& h) {
@@ -96,6 +116,7 @@ void add_query(CLI::App& app) {
   c->callback([a] {
     globals().action = [a] {
       auto t0 = Clock::now();
+      prepare_heap_for(a->index);
       search::IndexHandle h(a->index, a->model, a->device);
       double load_ms = ms_since(t0);
       auto t1 = Clock::now();
@@ -171,6 +192,7 @@ void add_inspect(CLI::App& app) {
       int modes = !a->image.empty() + a->categories + (a->clusters > 0) + !a->propagation.empty();
       if (modes != 1)
         throw CLI::ValidationError("inspect", "give exactly one of IMAGE, --categories, --clusters N, --propagation IMAGE");
+      prepare_heap_for(a->index);
       search::IndexHandle h(a->index, a->model);
       namespace fs = std::filesystem;
       if (!a->image.empty()) {

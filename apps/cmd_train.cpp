@@ -17,6 +17,8 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--test-data", c.test_data, "Labelled SOURCE for the weighted-kNN monitor (K 200, sigma 0.07, against the bank)");
   t->add_option("--input-size", c.input_size, "Square input side fed to the network")->capture_default_str();
   t->add_option("--channels", c.channels, "Input channels: 1, 3, or 0 for the source's own")->capture_default_str();
+  t->add_option("--crop-scale", c.crop_scale, "Random-resized-crop: smallest share of the image area kept (reference 0.2; milder crops suit centred images)")->capture_default_str();
+  t->add_option("--flip", c.flip, "Horizontal-flip probability of the training augmentation (reference 0)")->capture_default_str();
   t->add_option("--arch-depth", c.arch_depth, "ResNet depth: 18, 34 or 50")->capture_default_str();
   t->add_option("--stem", c.stem, "small (3x3/1, no max-pool) or imagenet (7x7/2 + max-pool)")->capture_default_str();
   t->add_option("--width", c.width, "Base channels (64 = torchvision; smaller runs faster on CPU)")->capture_default_str();

@@ -2,6 +2,7 @@
 #include <invp/core/error.h>
 #include <invp/core/hash.h>
 #include <invp/core/lock_file.h>
+#include <invp/core/memory.h>
 #include <invp/core/threads.h>
 
 #include <gtest/gtest.h>
@@ -9,9 +10,12 @@
 
 #include <ATen/Parallel.h>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,4 +121,43 @@ TEST(DirLock, SecondHolderRefusedThenTakenOver) {
   ::waitpid(child, &status, 0);
   EXPECT_NO_THROW(invp::DirLock after_death(dir));
   std::filesystem::remove_all(dir);
+}
+
+// reserve_resident_heap: after it, a large allocation must take almost no page faults, while
+// memory beyond the reserve faults on every page as usual. (invp query relies on this for the
+// FAISS file, read on a thread started after the call.) ctest runs each test in its own
+// process, so the process-wide malloc settings stay inside this test.
+TEST(Memory, ReservedHeapIsResidentForLaterAllocations) {
+  constexpr size_t kBytes = size_t(48) << 20;
+  const size_t made = invp::reserve_resident_heap(kBytes + (size_t(8) << 20));
+  if (made == 0) GTEST_SKIP() << "kernel without MADV_POPULATE_WRITE (Linux < 5.14)";
+  EXPECT_GE(made, kBytes);
+  auto minor_faults = [] {
+    rusage r{};
+    getrusage(RUSAGE_SELF, &r);
+    return long(r.ru_minflt);
+  };
+  auto fill = [&](char** p) {
+    const long before = minor_faults();
+    *p = static_cast<char*>(std::malloc(kBytes));
+    EXPECT_NE(*p, nullptr);
+    if (*p) std::memset(*p, 1, kBytes);
+    return minor_faults() - before;
+  };
+  char *a = nullptr, *b = nullptr;
+  const long warm = fill(&a);  // inside the reserve
+  const long cold = fill(&b);  // beyond it: fresh pages
+  std::free(b);
+  std::free(a);
+  const long pages = long(kBytes / size_t(sysconf(_SC_PAGESIZE)));
+  EXPECT_LT(warm, pages / 20) << "cold: " << cold;
+  // Where pages fault one by one (no transparent huge pages), the contrast is large.
+  if (cold > pages / 2) EXPECT_LT(warm * 10, cold);
+}
+
+TEST(Memory, ResidentHeapCanBeTurnedOff) {
+  ::setenv("INVP_RESIDENT_HEAP", "0", 1);
+  EXPECT_EQ(invp::reserve_resident_heap(size_t(1) << 20), 0u);
+  ::unsetenv("INVP_RESIDENT_HEAP");
+  EXPECT_EQ(invp::reserve_resident_heap(0), 0u);
 }

@@ -96,6 +96,27 @@ std::string write_embeddings(const fs::path& dir, const store::Rows& rows, const
 }
 }  // namespace
 
+// The backbone output: the pooled features before the head, F wide, normalised; the head output
+// is a different function of the same image.
+TEST(Embed, BackboneOutputIsTheNormalisedPooledFeatures) {
+  auto dir = temp_dir("backbone");
+  auto model = write_model(dir, 16, 1);
+  search::Embedder head(model), backbone(model, "cpu", search::Embedder::Output::backbone);
+  model::ModelInfo info;
+  auto net = model::load_model(model, &info);
+  net->eval();
+  EXPECT_EQ(head.dim(), 16);
+  EXPECT_EQ(backbone.dim(), info.encoder.feature_width());
+  torch::manual_seed(3);
+  auto x = torch::randn({5, 1, 16, 16});
+  auto f = backbone.embed(x);
+  ASSERT_EQ(f.sizes(), (std::vector<int64_t>{5, backbone.dim()}));
+  torch::NoGradGuard ng;
+  auto expect = torch::nn::functional::normalize(net->features(x), torch::nn::functional::NormalizeFuncOptions().dim(1));
+  EXPECT_TRUE(torch::allclose(f, expect, 1e-5, 1e-6));
+  EXPECT_EQ(head.embed(x).size(1), 16);
+}
+
 TEST(Embed, StreamEqualsInMemoryAndResumesAfterKill) {
   auto dir = temp_dir("embed");
   auto src = write_idx(dir, 300);

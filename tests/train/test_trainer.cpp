@@ -7,6 +7,7 @@
 #include <invp/train/trainer.h>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/serialize/input-archive.h>
 #include <torch/torch.h>
 
@@ -174,4 +175,30 @@ TEST(Checkpoint, FullDiskKeepsThePreviousCheckpoint) {
   });
   EXPECT_EQ(invp::train::read_checkpoint(path.string()).epoch, 2);
   fs::remove_all(dir);
+}
+
+// The augmentation knobs: they round-trip through config.json, change the config hash only
+// when set (so runs from before they existed still resume), and are validated.
+TEST(TrainConfig, AugmentationKeysHashOnlyWhenSet) {
+  TrainConfig a;
+  auto b = TrainConfig::from_json(a.to_json(), "config.json");
+  EXPECT_EQ(a.config_hash(), b.config_hash());
+  // A config.json written before the keys existed hashes like today's defaults.
+  auto old = nlohmann::json::parse(a.to_json());
+  old.erase("crop_scale");
+  old.erase("flip");
+  EXPECT_EQ(TrainConfig::from_json(old.dump(), "old.json").config_hash(), a.config_hash());
+  TrainConfig c = a;
+  c.crop_scale = 0.5f;
+  c.flip = 0.5f;
+  EXPECT_NE(c.config_hash(), a.config_hash());
+  auto d = TrainConfig::from_json(c.to_json(), "config.json");
+  EXPECT_FLOAT_EQ(d.crop_scale, 0.5f);
+  EXPECT_FLOAT_EQ(d.flip, 0.5f);
+  EXPECT_EQ(d.config_hash(), c.config_hash());
+  c.crop_scale = 0;
+  EXPECT_THROW(c.validate(), invp::Error);
+  c.crop_scale = 1;
+  c.flip = 1.5f;
+  EXPECT_THROW(c.validate(), invp::Error);
 }

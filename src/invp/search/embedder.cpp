@@ -26,8 +26,8 @@ data::LoaderOptions eval_loader(const data::AugmentConfig& transform, int batch_
 }
 }  // namespace
 
-Embedder::Embedder(const std::string& model_pt, const std::string& device)
-    : path_(model_pt), device_(device == "cuda" ? torch::kCUDA : torch::kCPU) {
+Embedder::Embedder(const std::string& model_pt, const std::string& device, Output output)
+    : path_(model_pt), device_(device == "cuda" ? torch::kCUDA : torch::kCPU), output_(output) {
   if (device != "cpu" && device != "cuda")
     throw Error("", "--device must be cpu or cuda, not '" + device + "'");
   if (device_.is_cuda() && !torch::cuda::is_available())
@@ -46,7 +46,8 @@ torch::Tensor Embedder::embed(const torch::Tensor& images) {
   torch::NoGradGuard ng;
   if (images.dim() != 4 || images.size(1) != channels())
     throw Error(path_, "images must be N×" + std::to_string(channels()) + "×H×W for this model");
-  auto z = net_->forward(images.to(device_, /*non_blocking=*/true));
+  auto x = images.to(device_, /*non_blocking=*/true);
+  auto z = output_ == Output::head ? net_->forward(x) : net_->features(x);
   z = torch::nn::functional::normalize(z, torch::nn::functional::NormalizeFuncOptions().dim(1));
   return z.to(torch::kCPU, torch::kFloat32).contiguous();
 }

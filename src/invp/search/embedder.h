@@ -20,13 +20,17 @@ namespace invp::search {
 
 class Embedder {
  public:
+  // What embed() returns: the head's D-dim output (what training, the bank and the indexes
+  // use), or the pooled F-dim backbone features before the head (an evaluation protocol).
+  enum class Output { head, backbone };
   // Loads MODEL_PT (and model.json beside it) onto DEVICE ("cpu" or "cuda").
-  explicit Embedder(const std::string& model_pt, const std::string& device = "cpu");
+  explicit Embedder(const std::string& model_pt, const std::string& device = "cpu",
+                    Output output = Output::head);
   const model::ModelInfo& info() const { return info_; }
   const std::string& model_path() const { return path_; }
   const std::string& model_hash() const { return hash_; }  // XXH3-128 of model.pt's bytes
   int channels() const { return info_.encoder.in_channels; }
-  int dim() const { return info_.encoder.dim; }
+  int dim() const { return output_ == Output::head ? info_.encoder.dim : info_.encoder.feature_width(); }
   data::AugmentConfig transform() const { return transform_; }
 
   // images: N×C×H×W normalised float (what the loader makes with transform()).
@@ -39,6 +43,7 @@ class Embedder {
   model::ModelInfo info_;
   model::Encoder net_{nullptr};
   torch::Device device_{torch::kCPU};
+  Output output_ = Output::head;
   data::AugmentConfig transform_;
 };
 

@@ -509,7 +509,6 @@ LossResult invariance_loss(const torch::Tensor& z, const torch::Tensor& bank,
   if (cfg.use_invariance) {
     check(propagated.defined(), "propagated sets are required when use_invariance is on");
     check(propagated.dim() == 2 && propagated.size(0) == B, "propagated must be [B, L]");
-    check(cfg.hard_positives > 0, "hard_positives (P) must be > 0");
     prop = propagated.to(torch::kCPU, torch::kLong).contiguous();
     check(prop.numel() == 0 || prop.max().item<int64_t>() < N, "propagated index out of range");
     P = std::min<int64_t>(cfg.hard_positives, prop.size(1));  // L = 0: every N(i) is empty

@@ -14,11 +14,19 @@ using nlohmann::json;
   X(schedule) X(batch_size) X(seed)
 #define INVP_TRAIN_RUN(X) X(test_data) X(epochs) X(knn_every) X(workers) X(device)
 
+// Keys added after configs were first hashed: they join the hash only when they differ from
+// their default, so checkpoints written before they existed still resume.
+#define INVP_TRAIN_DEFINING_LATER(X) X(crop_scale) X(flip)
+
 namespace {
-json defining_json(const TrainConfig& c) {
+json defining_json(const TrainConfig& c, bool for_hash) {
   json j;
 #define X(f) j[#f] = c.f;
   INVP_TRAIN_DEFINING(X)
+#undef X
+  const TrainConfig d;
+#define X(f) if (!for_hash || c.f != d.f) j[#f] = c.f;
+  INVP_TRAIN_DEFINING_LATER(X)
 #undef X
   return j;
 }
@@ -45,10 +53,12 @@ void TrainConfig::validate() const {
   if (tau <= 0) throw Error("", "--tau must be positive");
   if (limit < 0) throw Error("", "--limit must be >= 0");
   if (input_size < 8) throw Error("", "--input-size must be at least 8");
+  if (!(crop_scale > 0 && crop_scale <= 1)) throw Error("", "--crop-scale must be in (0, 1]");
+  if (!(flip >= 0 && flip <= 1)) throw Error("", "--flip must be a probability in [0, 1]");
 }
 
 std::string TrainConfig::to_json() const {
-  json j = defining_json(*this);
+  json j = defining_json(*this, false);
 #define X(f) j[#f] = f;
   INVP_TRAIN_RUN(X)
 #undef X
@@ -61,6 +71,7 @@ TrainConfig TrainConfig::from_json(const std::string& text, const std::string& f
     json j = json::parse(text);
 #define X(f) if (j.contains(#f)) j.at(#f).get_to(c.f);
     INVP_TRAIN_DEFINING(X)
+    INVP_TRAIN_DEFINING_LATER(X)
     INVP_TRAIN_RUN(X)
 #undef X
   } catch (const json::exception& e) {
@@ -69,6 +80,6 @@ TrainConfig TrainConfig::from_json(const std::string& text, const std::string& f
   return c;
 }
 
-std::string TrainConfig::config_hash() const { return hash_string(defining_json(*this).dump()); }
+std::string TrainConfig::config_hash() const { return hash_string(defining_json(*this, true).dump()); }
 
 }  // namespace invp::train

@@ -13,6 +13,9 @@ struct TrainConfig {
   int64_t limit = 0;             // train on the first `limit` items only (0 = all)
   int input_size = 28;
   int channels = 0;              // 0 = the source's own (1 for grey IDX)
+  // training augmentation (small-image recipe of ALGORITHM.md, with these two knobs)
+  float crop_scale = 0.2f;       // RandomResizedCrop: smallest share of the image area
+  float flip = 0.f;              // horizontal-flip probability (the reference has none)
   // encoder (ALGORITHM.md: ResNet-18 small stem, MLP head, D 128)
   int arch_depth = 18;
   std::string stem = "small";

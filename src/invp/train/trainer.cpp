@@ -94,6 +94,8 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   s.info.resize = cfg.input_size;
   s.info.config_hash = cfg.config_hash();
   auto aug = data::small_image_preset(cfg.input_size, s.ds->channels());
+  aug.scale_min = cfg.crop_scale;
+  aug.flip_p = cfg.flip;
   s.info.mean = aug.mean;
   s.info.std = aug.std;
   s.device = torch::Device(cfg.device == "cuda" ? torch::kCUDA : torch::kCPU);

@@ -1,0 +1,20 @@
+// Process memory helpers for short-lived commands.
+#pragma once
+#include <cstddef>
+
+namespace invp {
+
+// Makes the next ~BYTES of heap allocations (from any thread) land on pages that are already
+// resident, so that loading a large file into fresh memory does not pay one page fault per
+// 4 KiB. On the VMs this was measured on a first-touch fault costs ~3.5 ms per MB, more than
+// reading a FAISS index itself; populating the same memory in one madvise(MADV_POPULATE_WRITE)
+// call costs ~0.3 ms per MB (BENCHMARKS.md, `invp query`).
+// Process-wide and one-way: glibc malloc is switched to one arena, no mmap'd chunks and no
+// trimming, so freed memory stays with the process. Meant for one-shot commands (query,
+// inspect) that load a known amount of data and exit; never for long-running ones. Does
+// nothing (and costs nothing) where glibc or the kernel lacks the needed calls.
+// INVP_RESIDENT_HEAP=0 in the environment turns it off (for comparisons).
+// Returns the bytes made resident (0 when skipped).
+size_t reserve_resident_heap(size_t bytes);
+
+}  // namespace invp
