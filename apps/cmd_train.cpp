@@ -36,6 +36,11 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--denominator", c.denominator, "reference (exclusive) or paper")->capture_default_str();
   t->add_option("--propagation", c.propagation, "bfs (exact, default) or concat (reference code)")->capture_default_str();
   t->add_option("--graph", c.graph, "epoch (rebuilt with FAISS each epoch) or online (reference)")->capture_default_str();
+  t->add_option("--graph-search", c.graph_search,
+                "How epoch graphs are searched: exact (all pairs) or ivf (k-means cells, ~probes/sqrt(N) of "
+                "the work; recall in BENCHMARKS.md)")->capture_default_str();
+  t->add_option("--graph-probes", c.graph_probes, "ivf: cells searched per bank row (more = closer to exact)")
+      ->capture_default_str();
   t->add_option("--loss", c.loss, "invp, or instance (L_inv off, for ablations)")->capture_default_str();
   t->add_option("--lr", c.lr, "Base learning rate")->capture_default_str();
   t->add_option("--momentum", c.momentum, "SGD momentum")->capture_default_str();

@@ -61,6 +61,25 @@ TEST(KnnGraph, BuildMatchesExactKnn) {
   EXPECT_THROW(KnnGraph::build(bank.flatten(), 2), invp::Error);
 }
 
+// The IVF build returns real edges (checked in tests/index) and, on a bank with cluster
+// structure, nearly the exact graph; its similarities feed the same statistics.
+TEST(KnnGraph, IvfBuildIsNearlyTheExactGraph) {
+  auto gen = at::detail::createCPUGenerator(5);
+  auto centres = at::randn({30, 16}, gen, at::kFloat);
+  auto bank = centres.index_select(0, at::randint(30, {3000}, gen, at::kLong)) +
+              0.2 * at::randn({3000, 16}, gen, at::kFloat);
+  bank = (bank / bank.norm(2, {1}, true)).contiguous();
+  auto exact = KnnGraph::build(bank, 4);
+  auto ivf = KnnGraph::build_ivf(bank, 4, /*probes=*/8, /*seed=*/1);
+  ASSERT_EQ(ivf.neighbors.sizes(), exact.neighbors.sizes());
+  // Share of exact edges present in the IVF row (order-free).
+  auto hit = (ivf.neighbors.unsqueeze(2) == exact.neighbors.unsqueeze(1)).any(2);
+  EXPECT_GE(hit.to(at::kDouble).mean().item<double>(), 0.97);
+  EXPECT_FALSE(ivf.neighbors.eq(at::arange(3000, at::kLong).unsqueeze(1)).any().item<bool>());
+  EXPECT_LE(ivf.stats().mean_similarity, exact.stats().mean_similarity + 1e-6);
+  EXPECT_GT(ivf.build_seconds, 0.0);
+}
+
 TEST(KnnGraph, StatsOnHandMadeGraph) {
   // 0→{1,2} 1→{0,3} 2→{3,1} 3→{2,0}: reverse edges exist for 0↔1 and 2↔3 only → 4/8.
   auto g = hand_graph({1, 2, 0, 3, 3, 1, 2, 0}, 2);

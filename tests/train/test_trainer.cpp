@@ -123,6 +123,18 @@ TEST(Trainer, ResumeInsideAnEpochEqualsUninterruptedRun) {
   expect_same_run(f.root / "straight", f.root / "split");
 }
 
+// The approximate (IVF) epoch graph keeps resume exact: its k-means is seeded from the config.
+TEST(Trainer, ResumeWithIvfGraphEqualsUninterruptedRun) {
+  invp::apply_thread_budget(1);
+  Fixture f("ivf");
+  f.cfg.graph_search = "ivf";  // 512 rows: 23 cells, 8 probed
+  Trainer(f.cfg, (f.root / "straight").string()).run();
+  Trainer(f.cfg, (f.root / "split").string()).run({}, /*until_epoch=*/1);
+  Trainer(f.cfg, (f.root / "split").string()).run();
+  expect_same_run(f.root / "straight", f.root / "split");
+  EXPECT_GT(read_tensor(f.root / "straight/checkpoint.pt", "graph").max().item<int64_t>(), 0);
+}
+
 TEST(Trainer, DifferentConfigRefusedUnlessForced) {
   Fixture f("config");
   f.cfg.epochs = 1;
@@ -196,6 +208,23 @@ TEST(TrainConfig, AugmentationKeysHashOnlyWhenSet) {
   EXPECT_FLOAT_EQ(d.crop_scale, 0.5f);
   EXPECT_FLOAT_EQ(d.flip, 0.5f);
   EXPECT_EQ(d.config_hash(), c.config_hash());
+  // The graph-search keys behave the same way.
+  old.erase("graph_search");
+  old.erase("graph_probes");
+  EXPECT_EQ(TrainConfig::from_json(old.dump(), "old.json").config_hash(), a.config_hash());
+  TrainConfig g = a;
+  g.graph_search = "ivf";
+  EXPECT_NE(g.config_hash(), a.config_hash());
+  EXPECT_EQ(TrainConfig::from_json(g.to_json(), "config.json").graph_search, "ivf");
+  const auto ivf8 = g.config_hash();
+  g.graph_probes = 16;
+  EXPECT_NE(g.config_hash(), ivf8);
+  EXPECT_EQ(TrainConfig::from_json(g.to_json(), "config.json").graph_probes, 16);
+  g.graph_probes = 0;
+  EXPECT_THROW(g.validate(), invp::Error);
+  g.graph_probes = 8;
+  g.graph_search = "hnsw";
+  EXPECT_THROW(g.validate(), invp::Error);
   c.crop_scale = 0;
   EXPECT_THROW(c.validate(), invp::Error);
   c.crop_scale = 1;

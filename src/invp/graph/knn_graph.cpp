@@ -1,6 +1,7 @@
 #include <invp/core/error.h>
 #include <invp/graph/knn_graph.h>
 #include <invp/index/exact_knn.h>
+#include <invp/index/ivf_knn.h>
 
 #include <ATen/ATen.h>
 
@@ -21,20 +22,39 @@ void check_ids(const at::Tensor& ids, int64_t n, const char* what) {
                         std::to_string(hi));
 }
 
-}  // namespace
-
-KnnGraph KnnGraph::build(const at::Tensor& bank, int k, int64_t tile_rows) {
+void check_bank(const at::Tensor& bank) {
   if (!bank.defined() || bank.dim() != 2)
     throw Error("", "kNN graph: the bank must be a 2-D N×D tensor");
-  if (!bank.device().is_cpu()) return build_tensor_ops(bank, k, tile_rows);
+}
+
+// A graph from a CPU search's result, with the search's wall time.
+template <class Search>
+KnnGraph timed(Search search) {
   const auto t0 = std::chrono::steady_clock::now();
-  auto nn = index::knn_inner_product(bank, bank, k, /*exclude_self=*/true, tile_rows);
+  index::KnnResult nn = search();
   KnnGraph g;
   g.neighbors = nn.indices;
   g.similarities = nn.similarities;
   g.build_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return g;
+}
+
+}  // namespace
+
+KnnGraph KnnGraph::build(const at::Tensor& bank, int k, int64_t tile_rows) {
+  check_bank(bank);
+  if (!bank.device().is_cpu()) return build_tensor_ops(bank, k, tile_rows);
+  return timed([&] { return index::knn_inner_product(bank, bank, k, /*exclude_self=*/true, tile_rows); });
+}
+
+KnnGraph KnnGraph::build_ivf(const at::Tensor& bank, int k, int64_t probes, uint64_t seed) {
+  check_bank(bank);
+  if (!bank.device().is_cpu()) return build_tensor_ops(bank, k);
+  index::IvfKnnOptions opt;
+  opt.probes = probes;
+  opt.seed = seed;
+  return timed([&] { return index::knn_self_ivf(bank, k, opt); });
 }
 
 KnnGraph KnnGraph::build_tensor_ops(const at::Tensor& bank, int k, int64_t tile_rows) {

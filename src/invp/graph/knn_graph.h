@@ -36,6 +36,11 @@ class KnnGraph {
   // bank lives (its neighbour lists are then copied to the host, N·k int64, for propagation).
   static KnnGraph build(const at::Tensor& bank, int k, int64_t tile_rows = 4096);
 
+  // Approximate graph through index::knn_self_ivf (k-means cells, `probes` searched per row):
+  // most of the exact graph's edges at a fraction of its cost. A bank on a GPU gets the exact
+  // build_tensor_ops instead.
+  static KnnGraph build_ivf(const at::Tensor& bank, int k, int64_t probes, uint64_t seed);
+
   // The same exact graph with LibTorch on the bank's device: tile_rows rows at a time, a
   // tile × N matmul, the self entry masked, top-k. Results on the host like build's.
   static KnnGraph build_tensor_ops(const at::Tensor& bank, int k, int64_t tile_rows = 4096);

@@ -16,7 +16,7 @@ using nlohmann::json;
 
 // Keys added after configs were first hashed: they join the hash only when they differ from
 // their default, so checkpoints written before they existed still resume.
-#define INVP_TRAIN_DEFINING_LATER(X) X(crop_scale) X(flip)
+#define INVP_TRAIN_DEFINING_LATER(X) X(crop_scale) X(flip) X(graph_search) X(graph_probes)
 
 namespace {
 json defining_json(const TrainConfig& c, bool for_hash) {
@@ -45,6 +45,8 @@ void TrainConfig::validate() const {
   one_of("denominator", denominator, {"reference", "paper"});
   one_of("propagation", propagation, {"bfs", "concat"});
   one_of("graph", graph, {"epoch", "online"});
+  one_of("graph-search", graph_search, {"exact", "ivf"});
+  if (graph_probes < 1) throw Error("", "--graph-probes must be >= 1");
   one_of("loss", loss, {"invp", "instance"});
   one_of("schedule", schedule, {"cosine", "step"});
   one_of("device", device, {"cpu", "cuda"});

@@ -35,6 +35,8 @@ struct TrainConfig {
   std::string denominator = "reference"; // reference | paper
   std::string propagation = "bfs";      // bfs | concat
   std::string graph = "epoch";          // epoch | online
+  std::string graph_search = "exact";   // epoch graphs: exact | ivf (approximate, index/ivf_knn.h)
+  int64_t graph_probes = 8;             // ivf: cells searched per row (of ~sqrt(N))
   std::string loss = "invp";            // invp | instance
   // optimiser
   double lr = 0.03;

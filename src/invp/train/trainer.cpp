@@ -167,7 +167,9 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     step_loss.use_invariance = s.loss_cfg.use_invariance && inv_weight > 0;
     if (cfg.graph == "epoch" && s.step == 0) {
       auto t = std::chrono::steady_clock::now();
-      s.graph = graph::KnnGraph::build(s.bank->data(), cfg.knn);
+      s.graph = cfg.graph_search == "ivf"
+                    ? graph::KnnGraph::build_ivf(s.bank->data(), cfg.knn, cfg.graph_probes, cfg.seed)
+                    : graph::KnnGraph::build(s.bank->data(), cfg.knn);
       m.graph_seconds = seconds_since(t);
       auto st = s.graph.stats(s.labels);
       m.graph_mean_similarity = st.mean_similarity;

@@ -1,0 +1,106 @@
+// The per-epoch kNN graph: exact FAISS build against the IVF build (index/ivf_knn.h) at
+// several probe counts, on a real memory bank (from a training checkpoint) or synthetic rows.
+// Prints the median build time, the share of exact edges the IVF graph keeps, and, when
+// labels are given, each graph's share of same-label edges (what propagation cares about).
+// Usage: bench_graph CHECKPOINT_PT [--labels SOURCE] [--threads N] [--probes 4,8,16] [--reps 3]
+//        bench_graph --synthetic N [--dim 128] [...]   (unit rows around N/60 random centres)
+#include "bench_args.h"
+
+#include <invp/core/threads.h>
+#include <invp/data/dataset.h>
+#include <invp/graph/knn_graph.h>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/serialize/input-archive.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace invp;
+
+namespace {
+double median_seconds(int reps, const std::function<graph::KnnGraph()>& build, graph::KnnGraph& out) {
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    out = build();
+    t.push_back(out.build_seconds);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::string checkpoint, labels_source;
+    int64_t synthetic = 0, dim = 128;
+    int threads = 0, reps = 3, k = 4;
+    std::vector<int64_t> probes{4, 8, 16};
+    for (BenchArgs a(argc, argv); a.next();) {
+      if (a.is("--threads")) threads = std::stoi(a.value());
+      else if (a.is("--labels")) labels_source = a.value();
+      else if (a.is("--synthetic")) synthetic = std::stoll(a.value());
+      else if (a.is("--dim")) dim = std::stoll(a.value());
+      else if (a.is("--reps")) reps = std::max(1, std::stoi(a.value()));
+      else if (a.is("--k")) k = std::stoi(a.value());
+      else if (a.is("--probes")) {
+        probes.clear();
+        std::stringstream ss(a.value());
+        for (std::string p; std::getline(ss, p, ',');) probes.push_back(std::stoll(p));
+      } else checkpoint = a.arg();
+    }
+    if (checkpoint.empty() == (synthetic == 0)) {
+      std::fprintf(stderr, "usage: bench_graph CHECKPOINT_PT | --synthetic N [--dim D] [--labels SOURCE] "
+                           "[--threads N] [--probes 4,8,16] [--reps 3] [--k 4]\n");
+      return 2;
+    }
+    const int t = resolve_thread_budget(threads);
+    apply_thread_budget(t);
+    at::Tensor bank, labels;
+    if (synthetic > 0) {
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+      const int64_t centres = std::max<int64_t>(1, synthetic / 60);
+      auto which = at::randint(0, centres, {synthetic}, gen);
+      bank = at::randn({centres, dim}, gen).index_select(0, which) + 0.5 * at::randn({synthetic, dim}, gen);
+      labels = which;
+    } else {
+      torch::serialize::InputArchive archive;
+      archive.load_from(checkpoint);
+      archive.read("bank", bank);
+    }
+    bank = (bank / bank.norm(2, {1}, true)).to(at::kFloat).contiguous();
+    if (!labels_source.empty()) {
+      auto ds = data::open_dataset(labels_source, {});
+      std::vector<int64_t> l(ds->size());
+      for (size_t i = 0; i < l.size(); ++i) l[i] = ds->label(i);
+      labels = at::tensor(l, at::kLong);
+    }
+    std::printf("bank %lld x %lld, k %d, %d threads, median of %d\n", (long long)bank.size(0),
+                (long long)bank.size(1), k, t, reps);
+    std::printf("%-14s %9s %14s %17s\n", "graph", "build s", "exact edges %", "same-label %");
+    graph::KnnGraph exact;
+    const double te = median_seconds(reps, [&] { return graph::KnnGraph::build(bank, k); }, exact);
+    auto row = [&](const std::string& name, double secs, const graph::KnnGraph& g) {
+      auto hit = (g.neighbors.unsqueeze(2) == exact.neighbors.unsqueeze(1)).any(2);
+      const double same = labels.defined() ? g.stats(labels).same_label_share : -1;
+      std::printf("%-14s %9.3f %14.2f %17s\n", name.c_str(), secs, 100 * hit.to(at::kDouble).mean().item<double>(),
+                  same >= 0 ? std::to_string(100 * same).substr(0, 6).c_str() : "-");
+    };
+    row("exact", te, exact);
+    for (int64_t p : probes) {
+      graph::KnnGraph g;
+      const double ti = median_seconds(reps, [&] { return graph::KnnGraph::build_ivf(bank, k, p, 0); }, g);
+      row("ivf probes " + std::to_string(p), ti, g);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_graph: %s\n", e.what());
+    return 1;
+  }
+}
