@@ -7,6 +7,8 @@
 // Usage: bench_embed MODEL_PT [SOURCE] [--threads N] [--workers N] [--batch B] [--images N]
 //   SOURCE defaults to Fashion-MNIST's train split (embedded whole); the bare pass runs
 //   --images images (default: as many as SOURCE has).
+#include "bench_args.h"
+
 #include <invp/core/threads.h>
 #include <invp/data/dataset.h>
 #include <invp/search/embedder.h>
@@ -34,18 +36,13 @@ int main(int argc, char** argv) {
     int threads = 0, workers = 1, batch = 256;
     int64_t images = 0;
     int positional = 0;
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto next = [&] {
-        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-        return std::string(argv[++i]);
-      };
-      if (a == "--threads") threads = std::stoi(next());
-      else if (a == "--workers") workers = std::stoi(next());
-      else if (a == "--batch") batch = std::stoi(next());
-      else if (a == "--images") images = std::stoll(next());
-      else if (positional++ == 0) model = a;
-      else source = a;
+    for (BenchArgs a(argc, argv); a.next();) {
+      if (a.is("--threads")) threads = std::stoi(a.value());
+      else if (a.is("--workers")) workers = std::stoi(a.value());
+      else if (a.is("--batch")) batch = std::stoi(a.value());
+      else if (a.is("--images")) images = std::stoll(a.value());
+      else if (positional++ == 0) model = a.arg();
+      else source = a.arg();
     }
     if (model.empty()) {
       std::fprintf(stderr, "usage: bench_embed MODEL_PT [SOURCE] [--threads N] [--workers N] [--batch B] [--images N]\n");

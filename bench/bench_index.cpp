@@ -8,6 +8,8 @@
 //        bench_index --write-synthetic OUT_H5 N [D 128]
 //   writes N unit vectors around 1,000 random centres (an embeddings.h5 without a model),
 //   written in blocks so that memory stays small, for `invp index build` memory runs.
+#include "bench_args.h"
+
 #include <invp/core/threads.h>
 #include <invp/search/index_dir.h>
 #include <invp/store/embedding_store.h>
@@ -59,19 +61,14 @@ int main(int argc, char** argv) {
     std::vector<std::string> files, recipes{"flat", "hnsw", "ivf-flat", "ivf-pq", "auto"};
     int threads = 0;
     double target = 0.95;
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto next = [&] {
-        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-        return std::string(argv[++i]);
-      };
-      if (a == "--threads") threads = std::stoi(next());
-      else if (a == "--target-recall") target = std::stod(next());
-      else if (a == "--recipes") {
+    for (BenchArgs a(argc, argv); a.next();) {
+      if (a.is("--threads")) threads = std::stoi(a.value());
+      else if (a.is("--target-recall")) target = std::stod(a.value());
+      else if (a.is("--recipes")) {
         recipes.clear();
-        std::stringstream ss(next());
+        std::stringstream ss(a.value());
         for (std::string r; std::getline(ss, r, ',');) recipes.push_back(r);
-      } else files.push_back(a);
+      } else files.push_back(a.arg());
     }
     if (files.empty()) {
       std::fprintf(stderr, "usage: bench_index EMBEDDINGS_H5 [MORE_H5 ...] [--threads N] [--recipes a,b] [--target-recall R]\n");

@@ -1,6 +1,5 @@
 #include <invp/core/memory.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
