@@ -55,6 +55,13 @@ double check_and_recall(const invp::index::KnnResult& r, const at::Tensor& x, in
   return double(found) / double(n * k);
 }
 
+double recall_with_cells(const at::Tensor& x, int k, int64_t lists, int64_t probes) {
+  IvfKnnOptions opt;
+  opt.lists = lists;
+  opt.probes = probes;
+  return check_and_recall(knn_self_ivf(x, k, opt), x, k);
+}
+
 }  // namespace
 
 TEST(IvfKnn, FindsMostTrueNeighboursOnClusteredData) {
@@ -70,19 +77,13 @@ TEST(IvfKnn, FindsMostTrueNeighboursOnClusteredData) {
 
 TEST(IvfKnn, AllCellsProbedIsTheExactGraph) {
   auto x = clustered(500, 16, 5, 0.3, 3);
-  IvfKnnOptions opt;
-  opt.lists = 10;
-  opt.probes = 10;
-  EXPECT_DOUBLE_EQ(check_and_recall(knn_self_ivf(x, 5, opt), x, 5), 1.0);
+  EXPECT_DOUBLE_EQ(recall_with_cells(x, 5, /*lists=*/10, /*probes=*/10), 1.0);
 }
 
 TEST(IvfKnn, RowsWithTooFewCandidatesAreCompletedExactly) {
   // 10 cells of ~8 rows and k = 12: a single probed cell can never supply 12 neighbours.
   auto x = clustered(80, 8, 10, 0.05, 5);
-  IvfKnnOptions opt;
-  opt.lists = 10;
-  opt.probes = 1;
-  EXPECT_DOUBLE_EQ(check_and_recall(knn_self_ivf(x, 12, opt), x, 12), 1.0);
+  EXPECT_DOUBLE_EQ(recall_with_cells(x, 12, /*lists=*/10, /*probes=*/1), 1.0);
 }
 
 TEST(IvfKnn, DeterministicForTheSameInputAndSeed) {
