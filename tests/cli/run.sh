@@ -90,6 +90,7 @@ cp "$work/e.h5" "$work/e.h5.good"
 (ulimit -f 8; trap '' XFSZ; "$INVP" -q embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/e.h5" 2> "$work/full.err"); rc=$?
 check "full disk: embed exits 1 (no crash)" test $rc -eq 1
 check "full disk: one error line naming the output" grep -q '^invp: error: .*e\.h5' "$work/full.err"
+check "full disk: nothing else on stderr (no HDF5 close noise)" test "$(wc -l < "$work/full.err")" -eq 1
 check "full disk: the old file is intact" cmp -s "$work/e.h5" "$work/e.h5.good"
 rm -rf "$work/e.h5.good" "$work/e.h5.partial"
 "$INVP" -q --json index build --embeddings "$work/e.h5" --out "$work/idx" > "$work/build.json"; rc=$?

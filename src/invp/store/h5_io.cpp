@@ -102,18 +102,18 @@ StoreFileWriter::StoreFileWriter(const std::string& path, const std::string& sho
       hsize_t chunk[2] = {hsize_t(per_chunk), d};
       H5::DSetCreatPropList plist;
       plist.setChunk(2, chunk);
-      emb_ = file_.createDataSet("embeddings", H5::PredType::IEEE_F32LE, H5::DataSpace(2, dims, maxdims), plist);
+      emb_ = file_->createDataSet("embeddings", H5::PredType::IEEE_F32LE, H5::DataSpace(2, dims, maxdims), plist);
     }
     H5::DataSpace one(1, &n);
-    ids_ = file_.createDataSet("ids", H5::PredType::STD_I64LE, one);
-    paths_ = file_.createDataSet("paths", utf8_vlen(), one);
-    labels_ = file_.createDataSet("labels", H5::PredType::STD_I32LE, one);
+    ids_ = file_->createDataSet("ids", H5::PredType::STD_I64LE, one);
+    paths_ = file_->createDataSet("paths", utf8_vlen(), one);
+    labels_ = file_->createDataSet("labels", H5::PredType::STD_I32LE, one);
 
     const hsize_t c = meta_.categories.size();
-    H5::DataSet cats = file_.createDataSet("categories", utf8_vlen(), H5::DataSpace(1, &c));
+    H5::DataSet cats = file_->createDataSet("categories", utf8_vlen(), H5::DataSpace(1, &c));
     if (c > 0) write_strings(cats, utf8_vlen(), 0, meta_.categories.data(), int64_t(c));
 
-    H5::Group root = file_.openGroup("/");
+    H5::Group root = file_->openGroup("/");
     put_number<int32_t>(root, "format_version", H5::PredType::STD_I32LE, H5::PredType::NATIVE_INT32,
                         kStoreFormatVersion);
     put_number<int64_t>(root, "dim", H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64, meta_.dim);
@@ -130,15 +130,15 @@ void StoreFileWriter::write(const RowSpan& b) {
   if (meta_.with_embeddings && !b.embeddings) throw Error(shown_, "internal: block without embeddings");
   translate_h5(shown_, "cannot write rows", [&] {
     if (meta_.with_embeddings) {
-      H5::DataSpace fs = emb_.getSpace();
+      H5::DataSpace fs = emb_->getSpace();
       H5::DataSpace ms = select_rows(fs, done_, b.n);
-      emb_.write(b.embeddings, H5::PredType::NATIVE_FLOAT, ms, fs);
+      emb_->write(b.embeddings, H5::PredType::NATIVE_FLOAT, ms, fs);
     }
-    H5::DataSpace fs = ids_.getSpace();
+    H5::DataSpace fs = ids_->getSpace();
     H5::DataSpace ms = select_rows(fs, done_, b.n);
-    ids_.write(b.ids, H5::PredType::NATIVE_INT64, ms, fs);
-    labels_.write(b.labels, H5::PredType::NATIVE_INT32, ms, fs);
-    write_strings(paths_, utf8_vlen(), done_, b.paths, b.n);
+    ids_->write(b.ids, H5::PredType::NATIVE_INT64, ms, fs);
+    labels_->write(b.labels, H5::PredType::NATIVE_INT32, ms, fs);
+    write_strings(*paths_, utf8_vlen(), done_, b.paths, b.n);
   }, kWriteFix);
   done_ += b.n;
 }
@@ -147,8 +147,8 @@ void StoreFileWriter::close() {
   if (done_ != rows_)
     throw Error(shown_, "internal: " + std::to_string(done_) + " of " + std::to_string(rows_) + " rows written");
   translate_h5(shown_, "cannot finish HDF5 file", [&] {
-    emb_.close(), ids_.close(), labels_.close(), paths_.close();
-    file_.close();
+    emb_->close(), ids_->close(), labels_->close(), paths_->close();
+    file_->close();
   }, kWriteFix);
 }
 

@@ -8,6 +8,7 @@
 #include <H5Cpp.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace invp::store::detail {
@@ -29,6 +30,35 @@ auto translate_h5(const std::string& file, const std::string& what, F&& f, const
     throw Error(file, what + ": " + hdf5_reason(e), fix);
   }
 }
+
+// Owns one HDF5 C++ handle (H5::H5File, H5::DataSet) without the message its destructor
+// prints: ~H5File and ~DataSet write "H5Fclose failed" / "H5Dclose failed" to std::cerr when
+// the close fails, as it does on a full disk after a failed write. The failure has already
+// been reported once, as invp's error line; here a handle that cannot close is abandoned
+// (HDF5 closes it at exit), so the user sees that one line and nothing else.
+template <class T>
+class QuietHandle {
+ public:
+  QuietHandle() : h_(std::make_unique<T>()) {}
+  QuietHandle(const QuietHandle&) = delete;
+  QuietHandle& operator=(const QuietHandle&) = delete;
+  ~QuietHandle() {
+    try {
+      h_->close();
+    } catch (const H5::Exception&) {
+      (void)h_.release();
+    }
+  }
+  QuietHandle& operator=(T h) {
+    *h_ = std::move(h);
+    return *this;
+  }
+  T* operator->() { return h_.get(); }
+  T& operator*() { return *h_; }
+
+ private:
+  std::unique_ptr<T> h_;
+};
 
 // A view of consecutive rows in plain arrays (embeddings may be null for metadata-only).
 struct RowSpan {
@@ -52,8 +82,9 @@ class StoreFileWriter {
   std::string shown_;
   StoreMeta meta_;
   int64_t rows_, done_ = 0;
-  H5::H5File file_;
-  H5::DataSet emb_, ids_, labels_, paths_;
+  // Declared file first: members are destroyed in reverse, so the datasets close before it.
+  QuietHandle<H5::H5File> file_;
+  QuietHandle<H5::DataSet> emb_, ids_, labels_, paths_;
 };
 
 
