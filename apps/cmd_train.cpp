@@ -42,6 +42,10 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--graph-probes", c.graph_probes, "ivf: cells searched per bank row (more = closer to exact)")
       ->capture_default_str();
   t->add_option("--loss", c.loss, "invp, or instance (L_inv off, for ablations)")->capture_default_str();
+  t->add_option("--positives", c.positives,
+                "graph (the method: propagated over the kNN graph, no labels), or oracle (ANALYSIS ONLY: "
+                "keeps the propagated positives that share the anchor's label; needs a labelled source; "
+                "shows what a label-pure graph would give)")->capture_default_str();
   t->add_option("--lr", c.lr, "Base learning rate")->capture_default_str();
   t->add_option("--momentum", c.momentum, "SGD momentum")->capture_default_str();
   t->add_option("--weight-decay", c.weight_decay, "Weight decay")->capture_default_str();

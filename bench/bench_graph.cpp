@@ -1,7 +1,8 @@
 // The per-epoch kNN graph: exact FAISS build against the IVF build (index/ivf_knn.h) at
 // several probe counts, on a real memory bank (from a training checkpoint) or synthetic rows.
 // Prints the median build time, the share of exact edges the IVF graph keeps, and, when
-// labels are given, each graph's share of same-label edges (what propagation cares about).
+// labels are given, each graph's share of same-label edges and the label purity of the
+// positives propagation hands the loss (all of N(i), and its P hardest members) per depth.
 // Usage: bench_graph CHECKPOINT_PT [--labels SOURCE] [--threads N] [--probes 4,8,16] [--reps 3]
 //        bench_graph --synthetic N [--dim 128] [...]   (unit rows around N/60 random centres)
 #include "bench_args.h"
@@ -9,6 +10,7 @@
 #include <invp/core/threads.h>
 #include <invp/data/dataset.h>
 #include <invp/graph/knn_graph.h>
+#include <invp/graph/propagate.h>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -33,6 +35,54 @@ double median_seconds(int reps, const std::function<graph::KnnGraph()>& build, g
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// For depths 1..3: mean |N(i)|, the share of N(i)'s members that carry the anchor's label, and
+// the same share among its P hardest members (lowest similarity to the anchor, as the loss
+// picks them; the anchor's own bank row stands in for its feature z_i).
+void positives_table(const at::Tensor& bank, const at::Tensor& labels, const graph::KnnGraph& g,
+                     const std::vector<int64_t>& hard) {
+  std::printf("\n%-7s %9s %13s", "depth", "mean |N|", "N same %");
+  for (int64_t p : hard) std::printf("  P=%-3lld hardest %%", (long long)p);
+  std::printf("\n");
+  const int64_t n = bank.size(0), chunk = 4096;
+  {  // depth 1 split by mutual edges (i → j and j → i)
+    auto nb = g.neighbors;  // N × k
+    auto back = (nb.index_select(0, nb.flatten()).view({n, nb.size(1), nb.size(1)}) ==
+                 at::arange(n, at::kLong).view({n, 1, 1})).any(2);
+    auto same = labels.index_select(0, nb.flatten()).view_as(nb) == labels.unsqueeze(1);
+    const double m = back.sum().item<double>(), all = double(nb.numel());
+    std::printf("%-7s %9.1f %13.2f  (mutual edges %.1f %%: %.2f %% same; the others %.2f %%)\n", "1 mut",
+                m / double(n), 100 * (same & back).sum().item<double>() / m, 100 * m / all,
+                100 * (same & back).sum().item<double>() / m,
+                100 * (same & back.logical_not()).sum().item<double>() / (all - m));
+  }
+  for (int depth = 1; depth <= 3; ++depth) {
+    double members = 0, same_all = 0;
+    std::vector<double> same_hard(hard.size(), 0), count_hard(hard.size(), 0);
+    for (int64_t s = 0; s < n; s += chunk) {
+      auto anchors = at::arange(s, std::min(n, s + chunk), at::kLong);
+      auto prop = graph::propagate(g, anchors, depth);  // B × L, −1 padded
+      auto valid = prop >= 0;
+      auto idx = prop.clamp_min(0);
+      auto sims = (bank.index_select(0, idx.flatten()).view({prop.size(0), prop.size(1), -1}) *
+                   bank.index_select(0, anchors).unsqueeze(1)).sum(2);
+      sims.masked_fill_(valid.logical_not(), 2.0);  // padding sorts after every real member
+      auto same = labels.index_select(0, idx.flatten()).view_as(idx) == labels.index_select(0, anchors).unsqueeze(1);
+      members += valid.sum().item<double>();
+      same_all += (same & valid).sum().item<double>();
+      for (size_t h = 0; h < hard.size(); ++h) {
+        const int64_t p = std::min<int64_t>(hard[h], prop.size(1));
+        auto pick = std::get<1>(sims.topk(p, 1, /*largest=*/false));
+        auto ok = valid.gather(1, pick);
+        same_hard[h] += (same.gather(1, pick) & ok).sum().item<double>();
+        count_hard[h] += ok.sum().item<double>();
+      }
+    }
+    std::printf("%-7d %9.1f %13.2f", depth, members / double(n), 100 * same_all / members);
+    for (size_t h = 0; h < hard.size(); ++h) std::printf("  %16.2f", 100 * same_hard[h] / count_hard[h]);
+    std::printf("\n");
+  }
 }
 }  // namespace
 
@@ -98,6 +148,7 @@ int main(int argc, char** argv) {
       const double ti = median_seconds(reps, [&] { return graph::KnnGraph::build_ivf(bank, k, p, 0); }, g);
       row("ivf probes " + std::to_string(p), ti, g);
     }
+    if (labels.defined()) positives_table(bank, labels, exact, {4, 20});
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_graph: %s\n", e.what());

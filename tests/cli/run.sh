@@ -81,6 +81,9 @@ check "metrics has 2 epochs" test "$(wc -l < "$work/run/metrics.jsonl")" -eq 2
 "$INVP" -q --threads 1 train $T --lr 0.5 > /dev/null 2> "$work/train2.err"; rc=$?
 check "changed config refused without --force" test $rc -eq 1
 check "refusal names the checkpoint" grep -q "checkpoint.pt" "$work/train2.err"
+"$INVP" -q --threads 1 train --data "$work/more" --out "$work/oracle" --positives oracle --epochs 1 > /dev/null 2> "$work/oracle.err"; rc=$?
+check "oracle positives on unlabelled images refused" test $rc -eq 1
+check "oracle refusal names the source" grep -q "invp: error: .*more.*labelled" "$work/oracle.err"
 
 "$INVP" -q --json embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/e.h5" > "$work/embed.json"; rc=$?
 check "embed exits 0" test $rc -eq 0

@@ -141,6 +141,21 @@ TEST(Propagate, BfsHandMade) {
   EXPECT_EQ(propagate(g, ids({}), 2).size(0), 0);
 }
 
+TEST(Propagate, KeepSameLabelDropsOtherLabelsAndUnknowns) {
+  auto g = six();
+  // Labels of nodes 0..5; node 5's is unknown (−1).
+  auto labels = ids({7, 7, 8, 7, 8, -1});
+  auto r = invp::graph::keep_same_label(propagate(g, ids({0, 4}), 2), ids({0, 4}), labels);
+  // Anchor 0 (label 7): {1, 2, 3, 4} keeps 1 and 3, in place. Anchor 4 (label 8): {5, 2, 3, −1}
+  // keeps 2 only; the unknown 5 and the padding stay −1.
+  EXPECT_EQ(row(r, 0), (std::vector<int64_t>{1, -1, 3, -1}));
+  EXPECT_EQ(row(r, 1), (std::vector<int64_t>{-1, 2, -1, -1}));
+  // An anchor with an unknown label keeps nothing; an empty batch stays empty.
+  EXPECT_EQ(row(invp::graph::keep_same_label(propagate(g, ids({5}), 1), ids({5}), labels), 0),
+            (std::vector<int64_t>{-1, -1}));
+  EXPECT_EQ(invp::graph::keep_same_label(propagate(g, ids({}), 2), ids({}), labels).size(0), 0);
+}
+
 TEST(Propagate, ConcatHandMade) {
   auto g = six();
   auto r2 = propagate(g, ids({0}), 2, PropagationMode::Concat);

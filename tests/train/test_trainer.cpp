@@ -225,6 +225,15 @@ TEST(TrainConfig, AugmentationKeysHashOnlyWhenSet) {
   g.graph_probes = 8;
   g.graph_search = "hnsw";
   EXPECT_THROW(g.validate(), invp::Error);
+  // So does the analysis-only positives switch.
+  old.erase("positives");
+  EXPECT_EQ(TrainConfig::from_json(old.dump(), "old.json").config_hash(), a.config_hash());
+  TrainConfig o = a;
+  o.positives = "oracle";
+  EXPECT_NE(o.config_hash(), a.config_hash());
+  EXPECT_EQ(TrainConfig::from_json(o.to_json(), "config.json").positives, "oracle");
+  o.positives = "labels";
+  EXPECT_THROW(o.validate(), invp::Error);
   c.crop_scale = 0;
   EXPECT_THROW(c.validate(), invp::Error);
   c.crop_scale = 1;

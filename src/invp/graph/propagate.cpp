@@ -103,6 +103,16 @@ at::Tensor propagate(const KnnGraph& graph, const at::Tensor& anchors, int depth
                                          : propagate_bfs(nb, an, depth);
 }
 
+at::Tensor keep_same_label(const at::Tensor& propagated, const at::Tensor& anchors, const at::Tensor& labels) {
+  if (propagated.numel() == 0) return propagated;
+  auto prop = propagated.to(at::kCPU);
+  auto lab = labels.to(at::kCPU, at::kLong);
+  auto theirs = lab.index_select(0, prop.clamp_min(0).flatten()).view_as(prop);
+  auto own = lab.index_select(0, anchors.to(at::kCPU, at::kLong)).unsqueeze(1);
+  auto keep = (theirs == own) & own.ge(0) & prop.ge(0);
+  return prop.masked_fill(keep.logical_not(), -1).to(propagated.device());
+}
+
 }  // namespace invp::graph
 
 namespace invp::graph {

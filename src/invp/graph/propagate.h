@@ -28,6 +28,13 @@ enum class PropagationMode { Bfs, Concat };
 at::Tensor propagate(const KnnGraph& graph, const at::Tensor& anchors, int depth,
                      PropagationMode mode = PropagationMode::Bfs);
 
+// Analysis only (`invp train --positives oracle`): `propagated` (B×L, −1 padded, as above) with
+// every entry whose label differs from its anchor's replaced by −1, in place of the row's
+// order (so rows may have −1 inside, which the loss treats as padding). labels: N int64; an
+// entry or anchor labelled −1 (unknown) counts as different. Measures what a label-pure
+// graph would give; it is not the method, which never sees labels.
+at::Tensor keep_same_label(const at::Tensor& propagated, const at::Tensor& anchors, const at::Tensor& labels);
+
 }  // namespace invp::graph
 
 namespace invp::graph {

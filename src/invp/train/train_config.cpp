@@ -16,7 +16,7 @@ using nlohmann::json;
 
 // Keys added after configs were first hashed: they join the hash only when they differ from
 // their default, so checkpoints written before they existed still resume.
-#define INVP_TRAIN_DEFINING_LATER(X) X(crop_scale) X(flip) X(graph_search) X(graph_probes)
+#define INVP_TRAIN_DEFINING_LATER(X) X(crop_scale) X(flip) X(graph_search) X(graph_probes) X(positives)
 
 namespace {
 json defining_json(const TrainConfig& c, bool for_hash) {
@@ -48,6 +48,7 @@ void TrainConfig::validate() const {
   one_of("graph-search", graph_search, {"exact", "ivf"});
   if (graph_probes < 1) throw Error("", "--graph-probes must be >= 1");
   one_of("loss", loss, {"invp", "instance"});
+  one_of("positives", positives, {"graph", "oracle"});
   one_of("schedule", schedule, {"cosine", "step"});
   one_of("device", device, {"cpu", "cuda"});
   if (epochs < 1 || batch_size < 1 || knn < 1 || hops < 1 || hard_positives < 1 || background < 1)

@@ -38,6 +38,7 @@ struct TrainConfig {
   std::string graph_search = "exact";   // epoch graphs: exact | ivf (approximate, index/ivf_knn.h)
   int64_t graph_probes = 8;             // ivf: cells searched per row (of ~sqrt(N))
   std::string loss = "invp";            // invp | instance
+  std::string positives = "graph";      // graph (the method) | oracle (analysis: label-filtered N(i))
   // optimiser
   double lr = 0.03;
   double momentum = 0.9;

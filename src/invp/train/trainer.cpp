@@ -87,6 +87,9 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   std::vector<int64_t> labels(n);
   for (int64_t i = 0; i < n; ++i) labels[i] = s.ds->label(size_t(i));
   s.labels = torch::tensor(labels, torch::kLong);
+  if (cfg.positives == "oracle" && (n == 0 || s.labels.min().item<int64_t>() < 0))
+    throw Error(cfg.data, "--positives oracle needs every training item labelled",
+                "use a labelled source, or --positives graph");
 
   torch::manual_seed(cfg.seed);
   s.info.encoder = {cfg.arch_depth, cfg.stem, cfg.width, s.ds->channels(), cfg.head, cfg.dim};
@@ -192,6 +195,8 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       torch::Tensor propagated;
       if (step_loss.use_invariance)
         propagated = graph::propagate(s.graph, batch->indices, cfg.hops, mode);
+      if (propagated.defined() && cfg.positives == "oracle")
+        propagated = graph::keep_same_label(propagated, batch->indices, s.labels);
       auto loss = invariance_loss(z, s.bank->data(), batch->indices, propagated, inv_weight, step_loss);
       m.method += seconds_since(t2);
       auto t3 = std::chrono::steady_clock::now();
