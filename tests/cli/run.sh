@@ -84,6 +84,10 @@ check "refusal names the checkpoint" grep -q "checkpoint.pt" "$work/train2.err"
 "$INVP" -q --threads 1 train --data "$work/more" --out "$work/oracle" --positives oracle --epochs 1 > /dev/null 2> "$work/oracle.err"; rc=$?
 check "oracle positives on unlabelled images refused" test $rc -eq 1
 check "oracle refusal names the source" grep -q "invp: error: .*more.*labelled" "$work/oracle.err"
+check "oracle refusal leaves no run directory" test ! -e "$work/oracle"
+"$INVP" -q --threads 1 train --data "$work/no-such-dir" --out "$work/nodata" --epochs 1 > /dev/null 2> "$work/nodata.err"; rc=$?
+check "missing training data refused" test $rc -eq 1
+check "missing data refusal leaves no run directory" test ! -e "$work/nodata"
 
 "$INVP" -q --json embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/e.h5" > "$work/embed.json"; rc=$?
 check "embed exits 0" test $rc -eq 0

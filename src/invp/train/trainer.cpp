@@ -78,8 +78,6 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   auto& s = *s_;
   s.cfg = cfg;
   s.out = out_dir;
-  fs::create_directories(out_dir);
-  s.lock = std::make_unique<DirLock>(out_dir);
   s.ds = data::open_dataset(cfg.data, {cfg.channels, false});
   if (cfg.limit > 0 && size_t(cfg.limit) < s.ds->size()) s.ds = data::subset(s.ds, 0, size_t(cfg.limit));
   if (!cfg.test_data.empty()) s.test_ds = data::open_dataset(cfg.test_data, {s.ds->channels(), false});
@@ -90,6 +88,9 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   if (cfg.positives == "oracle" && (n == 0 || s.labels.min().item<int64_t>() < 0))
     throw Error(cfg.data, "--positives oracle needs every training item labelled",
                 "use a labelled source, or --positives graph");
+  // Only now, with the data known good, does OUT come into being: a refused run leaves nothing.
+  fs::create_directories(out_dir);
+  s.lock = std::make_unique<DirLock>(out_dir);
 
   torch::manual_seed(cfg.seed);
   s.info.encoder = {cfg.arch_depth, cfg.stem, cfg.width, s.ds->channels(), cfg.head, cfg.dim};
