@@ -192,11 +192,11 @@ TEST(Checkpoint, FullDiskKeepsThePreviousCheckpoint) {
 
 // A key added after the first release: a config.json written before it existed (the keys
 // erased) hashes like today's defaults, so old runs still resume; setting it through `set`
-// changes the hash, and the value survives the config.json round trip (read back by `get`).
+// changes the hash against `a`, and the value survives the config.json round trip (read
+// back by `get`).
 template <class Set, class Get>
-void expect_later_key(const std::vector<std::string>& keys, Set set, Get get) {
+void expect_later_key(const std::vector<std::string>& keys, Set set, Get get, const TrainConfig& a = {}) {
   SCOPED_TRACE(keys.front());
-  const TrainConfig a;
   auto old = nlohmann::json::parse(a.to_json());
   for (const auto& k : keys) {
     ASSERT_TRUE(old.contains(k)) << k;
@@ -219,8 +219,10 @@ TEST(TrainConfig, LaterKeysHashOnlyWhenSetAndAreValidated) {
                    [](const TrainConfig& c) { return std::make_pair(c.crop_scale, c.flip); });
   expect_later_key({"graph_search", "graph_probes"}, [](TrainConfig& c) { c.graph_search = "ivf"; },
                    [](const TrainConfig& c) { return c.graph_search; });
-  expect_later_key({"graph_probes"}, [](TrainConfig& c) { c.graph_search = "ivf"; c.graph_probes = 16; },
-                   [](const TrainConfig& c) { return c.graph_probes; });
+  TrainConfig ivf8 = a;  // the probe count must change the hash of an IVF config, not just the default's
+  ivf8.graph_search = "ivf";
+  expect_later_key({"graph_probes"}, [](TrainConfig& c) { c.graph_probes = 16; },
+                   [](const TrainConfig& c) { return c.graph_probes; }, ivf8);
   expect_later_key({"positives"}, [](TrainConfig& c) { c.positives = "oracle"; },
                    [](const TrainConfig& c) { return c.positives; });
   // ... and each is validated.
