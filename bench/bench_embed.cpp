@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <unistd.h>  // getpid
 #include <cstdlib>
 #include <exception>
 #include <filesystem>

@@ -18,6 +18,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cstdio>
+#include <unistd.h>  // getpid
 #include <exception>
 #include <filesystem>
 #include <sstream>

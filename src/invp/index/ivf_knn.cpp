@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
 
 #include <algorithm>
 #include <cmath>
@@ -38,7 +39,7 @@ KnnResult knn_self_ivf(const at::Tensor& base, int k, const IvfKnnOptions& opt) 
   lists = std::clamp<int64_t>(lists, 1, std::max<int64_t>(1, n / 8));
   if (opt.probes >= lists) return knn_inner_product(base, base, k, /*exclude_self=*/true);
 
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   // Cells: k-means on a sample, then every row's `probes` nearest centroids (the first is the
   // row's home cell).
   auto gen = at::detail::createCPUGenerator(opt.seed);

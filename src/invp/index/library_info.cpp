@@ -1,5 +1,6 @@
 #include <invp/index/library_info.h>
 
+#include <cstdint>  // before FAISS 1.7.3's headers, which use uint8_t without it (GCC 13)
 #include <faiss/Index.h>
 
 namespace invp::index {
