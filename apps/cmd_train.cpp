@@ -55,6 +55,12 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--knn-every", c.knn_every, "Run the kNN monitor every n epochs")->capture_default_str();
   t->add_option("--workers", c.workers, "Loader worker threads")->capture_default_str();
   t->add_option("--device", c.device, "cpu or cuda")->capture_default_str();
+  t->add_option("--precision", c.precision,
+                "cuda: tf32 (TF32 tensor cores for convolutions and products; the kNN graph stays "
+                "exact float32) or fp32 (IEEE float32 throughout); ignored on cpu")->capture_default_str();
+  t->add_flag("--profile", c.profile,
+              "cuda: wait for the GPU at each phase of a step, so metrics.jsonl's per-phase times "
+              "(data_wait, forward, backward, bank_graph_loss) are exact; costs some overlap");
 }
 }  // namespace
 

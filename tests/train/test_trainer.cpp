@@ -171,6 +171,35 @@ TEST(Trainer, LearnsClassStructureAndLossFalls) {
   EXPECT_TRUE(fs::exists(f.root / "run/metrics.jsonl"));
 }
 
+// On a GPU: the same tiny run on CUDA (full float32, --profile's synchronised timing) starts
+// where the CPU run starts, then learns as it does.
+TEST(Trainer, CudaRunMatchesCpuStartAndLearns) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  invp::apply_thread_budget(2);
+  Fixture f("cuda");
+  f.cfg.epochs = 6;
+  f.cfg.warmup = 2;
+  f.cfg.knn_every = 6;
+  f.cfg.test_data = (f.root / "data").string() + ":test";
+  f.cfg.precision = "fp32";
+  std::vector<invp::train::EpochMetrics> cpu, gpu;
+  auto one = f.cfg;
+  one.epochs = 1;
+  Trainer(one, (f.root / "cpu").string()).run([&](const auto& m) { cpu.push_back(m); });
+  f.cfg.device = "cuda";
+  f.cfg.profile = true;
+  Trainer(f.cfg, (f.root / "gpu").string()).run([&](const auto& m) { gpu.push_back(m); });
+  ASSERT_EQ(cpu.size(), 1u);
+  ASSERT_EQ(gpu.size(), 6u);
+  EXPECT_NEAR(gpu[0].loss, cpu[0].loss, 0.01 * cpu[0].loss);
+  EXPECT_LT(gpu.back().instance, gpu.front().instance);
+  EXPECT_NE(gpu.back().invariance, 0);
+  EXPECT_GT(gpu.back().knn_top1, 0.5);
+  EXPECT_GT(gpu[1].forward + gpu[1].backward, 0);
+  // The model trained on the GPU loads on the CPU.
+  EXPECT_NO_THROW(invp::model::load_model((f.root / "gpu/model.pt").string()));
+}
+
 // A checkpoint written on a full disk (tests/full_disk.h): a clear error naming it, and the
 // previous checkpoint intact, so the run can still resume.
 TEST(Checkpoint, FullDiskKeepsThePreviousCheckpoint) {
@@ -225,11 +254,20 @@ TEST(TrainConfig, LaterKeysHashOnlyWhenSetAndAreValidated) {
                    [](const TrainConfig& c) { return c.graph_probes; }, ivf8);
   expect_later_key({"positives"}, [](TrainConfig& c) { c.positives = "oracle"; },
                    [](const TrainConfig& c) { return c.positives; });
+  // Run keys (how, not what, is trained) never change the hash; the new ones are validated.
+  TrainConfig run = a;
+  run.precision = "fp32";
+  run.profile = true;
+  run.device = "cuda";
+  EXPECT_EQ(run.config_hash(), a.config_hash());
+  auto back = TrainConfig::from_json(run.to_json(), "config.json");
+  EXPECT_EQ(back.precision, "fp32");
+  EXPECT_TRUE(back.profile);
   // ... and each is validated.
   const std::vector<std::function<void(TrainConfig&)>> bad = {
       [](TrainConfig& c) { c.crop_scale = 0; },        [](TrainConfig& c) { c.flip = 1.5f; },
       [](TrainConfig& c) { c.graph_probes = 0; },      [](TrainConfig& c) { c.graph_search = "hnsw"; },
-      [](TrainConfig& c) { c.positives = "labels"; },
+      [](TrainConfig& c) { c.positives = "labels"; },  [](TrainConfig& c) { c.precision = "bf16"; },
   };
   for (size_t i = 0; i < bad.size(); ++i) {
     TrainConfig c = a;

@@ -145,7 +145,8 @@ Loader::Slot Loader::build(size_t b) {
     }
     Batch batch;
     batch.images = out;
-    batch.indices = torch::from_blob(idx.data(), {n}, torch::kInt64).clone();
+    batch.indices = torch::empty({n}, torch::TensorOptions(torch::kInt64).pinned_memory(opts_.pin_memory));
+    std::copy(idx.begin(), idx.end(), batch.indices.data_ptr<int64_t>());
     batch.labels = torch::from_blob(labels.data(), {n}, torch::kInt64).clone();
     batch.paths = std::move(paths);
     slot.batch = std::move(batch);

@@ -51,11 +51,13 @@ struct TrainConfig {
   int workers = 1;
   uint64_t seed = 0;
   std::string device = "cpu";
+  std::string precision = "tf32";  // cuda: tf32 (TF32 convolutions and products) | fp32
+  bool profile = false;            // cuda: synchronise at each phase so the times are exact
 
   void validate() const;                 // throws invp::Error naming the bad key
   std::string to_json() const;
   static TrainConfig from_json(const std::string& text, const std::string& file);
-  // Hash of the training-defining keys only (not epochs, workers, device, monitor).
+  // Hash of the training-defining keys only (not epochs, workers, device, precision, monitor).
   std::string config_hash() const;
 };
 

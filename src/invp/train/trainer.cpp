@@ -13,6 +13,7 @@
 #include <invp/train/invariance_loss.h>
 #include <invp/train/memory_bank.h>
 #include <invp/train/schedule.h>
+#include <invp/train/sgd_step.h>
 #include <invp/train/trainer.h>
 
 #include <torch/torch.h>
@@ -103,6 +104,12 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   s.info.mean = aug.mean;
   s.info.std = aug.std;
   s.device = torch::Device(cfg.device == "cuda" ? torch::kCUDA : torch::kCPU);
+  if (s.device.is_cuda()) {
+    auto& ctx = at::globalContext();
+    ctx.setAllowTF32CuDNN(cfg.precision == "tf32");
+    ctx.setAllowTF32CuBLAS(cfg.precision == "tf32");  // the graph build keeps float32 (knn_graph.cpp)
+    ctx.setBenchmarkCuDNN(true);  // fixed shapes (drop_last): cuDNN times its algorithms once
+  }
   s.net = model::Encoder(s.info.encoder);
   s.net->to(s.device);
   s.opt = std::make_unique<torch::optim::SGD>(
@@ -158,6 +165,17 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   auto mode = cfg.propagation == "concat" ? graph::PropagationMode::Concat : graph::PropagationMode::Bfs;
   int last_done = s.epoch - 1;
   int64_t steps_this_call = 0;
+  // On a GPU the step queues work without waiting for it (no .item(), no blocking copies), so
+  // host-side phase times are launch times; --profile waits at each phase boundary instead.
+  const bool cuda = s.device.is_cuda();
+  auto phase_end = [&] {
+    if (cuda && cfg.profile) torch::cuda::synchronize();
+  };
+  // Host tensors the step sends to the device: pinned, so the copy is queued, not waited for.
+  auto to_device = [&](const torch::Tensor& t) {
+    if (!cuda) return t;
+    return (t.is_pinned() ? t : t.pin_memory()).to(s.device, /*non_blocking=*/true);
+  };
   int last = until_epoch > 0 ? std::min(until_epoch, cfg.epochs) : cfg.epochs;
   for (; s.epoch <= last && !g_stop; ) {
     EpochMetrics m;
@@ -184,40 +202,50 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     loader.start_epoch(s.epoch, size_t(s.step));  // s.step > 0: resume inside the epoch
     Progress bar("epoch " + std::to_string(s.epoch), int64_t(loader.batches_per_epoch()));
     int64_t images = 0, steps = 0;
+    // Loss sums (each batch's mean × its size) accumulate where the loss is: read once an epoch.
+    auto sum_opts = torch::TensorOptions(torch::kDouble).device(s.device);
+    auto sum_total = torch::zeros({}, sum_opts), sum_ins = torch::zeros({}, sum_opts),
+         sum_inv = torch::zeros({}, sum_opts);
     while (!g_stop) {
       auto t0 = std::chrono::steady_clock::now();
       auto batch = loader.next();
       m.data_wait += seconds_since(t0);
       if (!batch) break;
       auto t1 = std::chrono::steady_clock::now();
-      auto z = normalise_rows(s.net->forward(batch->images.to(s.device, /*non_blocking=*/true)));
+      auto ids = to_device(batch->indices);
+      auto z = normalise_rows(s.net->forward(to_device(batch->images)));
+      phase_end();
       m.forward += seconds_since(t1);
       auto t2 = std::chrono::steady_clock::now();
-      torch::Tensor propagated;
+      torch::Tensor propagated;  // built on the host from the host-side graph
       if (step_loss.use_invariance)
         propagated = graph::propagate(s.graph, batch->indices, cfg.hops, mode);
       if (propagated.defined() && cfg.positives == "oracle")
         propagated = graph::keep_same_label(propagated, batch->indices, s.labels);
-      auto loss = invariance_loss(z, s.bank->data(), batch->indices, propagated, inv_weight, step_loss);
+      if (propagated.defined()) propagated = to_device(propagated);
+      auto loss = invariance_loss(z, s.bank->data(), ids, propagated, inv_weight, step_loss);
+      phase_end();
       m.method += seconds_since(t2);
       auto t3 = std::chrono::steady_clock::now();
       s.opt->zero_grad();
       loss.total.backward();
-      s.opt->step();
+      if (!(cuda && foreach_sgd_step(*s.opt))) s.opt->step();  // the GPU takes the fused step
+      phase_end();
       m.backward += seconds_since(t3);
       auto t4 = std::chrono::steady_clock::now();
       auto zd = z.detach();
       if (cfg.graph == "online") {  // reference: batch rows of the graph from this step's top-k
         auto sims = torch::mm(zd, s.bank->data().t());
-        sims.scatter_(1, batch->indices.to(sims.device()).unsqueeze(1), -1e9);  // self excluded
+        sims.scatter_(1, ids.unsqueeze(1), -1e9);  // self excluded
         s.graph.update_rows(batch->indices, std::get<1>(sims.topk(cfg.knn, 1)));
       }
-      s.bank->update(batch->indices, zd, cfg.bank_momentum);
+      s.bank->update(ids, zd, cfg.bank_momentum);
+      const double n = double(batch->indices.size(0));
+      sum_total += loss.total.detach().to(torch::kDouble) * n;
+      sum_ins += loss.instance.detach().to(torch::kDouble) * n;
+      sum_inv += loss.invariance.detach().to(torch::kDouble) * n;
+      phase_end();
       m.method += seconds_since(t4);
-      double n = double(batch->indices.size(0));
-      m.loss += loss.total.item<double>() * n;
-      m.instance += loss.instance.item<double>() * n;
-      m.invariance += loss.invariance.item<double>() * n;
       images += int64_t(n);
       s.step = int64_t(loader.position());
       bar.update(++steps);
@@ -225,6 +253,8 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     }
     bar.finish();
     if (g_stop) break;  // the checkpoint below is written with the partial epoch position
+    m.loss = sum_total.item<double>(), m.instance = sum_ins.item<double>();  // waits for the GPU
+    m.invariance = sum_inv.item<double>();
     if (images > 0) m.loss /= images, m.instance /= images, m.invariance /= images;
     m.seconds = seconds_since(t_epoch);
     m.images_per_second = images / std::max(1e-9, m.seconds);
