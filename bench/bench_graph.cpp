@@ -5,6 +5,9 @@
 // positives propagation hands the loss (all of N(i), and its P hardest members) per depth.
 // Usage: bench_graph CHECKPOINT_PT [--labels SOURCE] [--threads N] [--probes 4,8,16] [--reps 3]
 //        bench_graph --synthetic N [--dim 128] [...]   (unit rows around N/60 random centres)
+//        ... --device cuda [--check]   the GPU build (LibTorch tiles + top-k on the device, as
+//        a CUDA training run builds it; one warm-up build first); --check adds the CPU FAISS
+//        graph and the share of its edges the GPU graph has
 #include "bench_args.h"
 
 #include <invp/core/threads.h>
@@ -21,6 +24,7 @@
 #include <exception>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -91,6 +95,8 @@ int main(int argc, char** argv) {
     std::string checkpoint, labels_source;
     int64_t synthetic = 0, dim = 128;
     int threads = 0, reps = 3, k = 4;
+    std::string device = "cpu";
+    bool check = false;
     std::vector<int64_t> probes{4, 8, 16};
     for (BenchArgs a(argc, argv); a.next();) {
       if (a.is("--threads")) threads = std::stoi(a.value());
@@ -99,6 +105,8 @@ int main(int argc, char** argv) {
       else if (a.is("--dim")) dim = std::stoll(a.value());
       else if (a.is("--reps")) reps = std::max(1, std::stoi(a.value()));
       else if (a.is("--k")) k = std::stoi(a.value());
+      else if (a.is("--device")) device = a.value();
+      else if (a.is("--check")) check = true;
       else if (a.is("--probes")) {
         probes.clear();
         std::stringstream ss(a.value());
@@ -107,7 +115,7 @@ int main(int argc, char** argv) {
     }
     if (checkpoint.empty() == (synthetic == 0)) {
       std::fprintf(stderr, "usage: bench_graph CHECKPOINT_PT | --synthetic N [--dim D] [--labels SOURCE] "
-                           "[--threads N] [--probes 4,8,16] [--reps 3] [--k 4]\n");
+                           "[--threads N] [--probes 4,8,16] [--reps 3] [--k 4] [--device cpu|cuda [--check]]\n");
       return 2;
     }
     const int t = resolve_thread_budget(threads);
@@ -131,17 +139,34 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < l.size(); ++i) l[i] = ds->label(i);
       labels = at::tensor(l, at::kLong);
     }
-    std::printf("bank %lld x %lld, k %d, %d threads, median of %d\n", (long long)bank.size(0),
-                (long long)bank.size(1), k, t, reps);
+    std::printf("bank %lld x %lld, k %d, %d threads, %s, median of %d\n", (long long)bank.size(0),
+                (long long)bank.size(1), k, t, device.c_str(), reps);
     std::printf("%-14s %9s %14s %17s\n", "graph", "build s", "exact edges %", "same-label %");
     graph::KnnGraph exact;
-    const double te = median_seconds(reps, [&] { return graph::KnnGraph::build(bank, k); }, exact);
     auto row = [&](const std::string& name, double secs, const graph::KnnGraph& g) {
       auto hit = (g.neighbors.unsqueeze(2) == exact.neighbors.unsqueeze(1)).any(2);
       const double same = labels.defined() ? g.stats(labels).same_label_share : -1;
       std::printf("%-14s %9.3f %14.2f %17s\n", name.c_str(), secs, 100 * hit.to(at::kDouble).mean().item<double>(),
                   same >= 0 ? std::to_string(100 * same).substr(0, 6).c_str() : "-");
     };
+    if (device == "cuda") {
+      if (!at::hasCUDA()) throw std::runtime_error("--device cuda: no CUDA device or this LibTorch has no CUDA");
+      const auto on_gpu = bank.to(at::kCUDA);
+      graph::KnnGraph gpu = graph::KnnGraph::build(on_gpu, k);  // warm-up: cuBLAS handle, allocator
+      const double tg = median_seconds(reps, [&] { return graph::KnnGraph::build(on_gpu, k); }, gpu);
+      if (!check) {
+        std::printf("%-14s %9.3f %14s %17s\n", "gpu exact", tg, "-",
+                    labels.defined() ? std::to_string(100 * gpu.stats(labels).same_label_share).substr(0, 6).c_str() : "-");
+        return 0;
+      }
+      const double te = median_seconds(1, [&] { return graph::KnnGraph::build(bank, k); }, exact);
+      row("cpu exact", te, exact);
+      row("gpu exact", tg, gpu);
+      return 0;
+    } else if (device != "cpu") {
+      throw std::runtime_error("--device must be cpu or cuda");
+    }
+    const double te = median_seconds(reps, [&] { return graph::KnnGraph::build(bank, k); }, exact);
     row("exact", te, exact);
     for (int64_t p : probes) {
       graph::KnnGraph g;

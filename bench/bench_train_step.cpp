@@ -6,7 +6,7 @@
 // Usage: bench_train_step [--threads N] [--steps N] [--warmup N] [--preset paper|cpu|both]
 //                         [--bank N] [--batch B] [--denominator reference|paper]
 //                         [--propagation bfs|concat] [--graph random|knn]
-//                         [--loss-only] [--reps N]
+//                         [--loss-only] [--reps N] [--device cpu|cuda] [--sgd loop|foreach]
 //   paper: ResNet-18, small stem, width 64, 3 channels, 32 px, MLP head, D = 128.
 //   cpu:   configs/fashion-mnist.toml: ResNet-18, small stem, width 16, 1 channel, 28 px,
 //          MLP head, D = 128.
@@ -14,6 +14,10 @@
 //   invariance term on (after the warm-up epochs), SGD momentum 0.9, weight decay 5e-4.
 //   --graph random (default) draws k random neighbours per node (the propagated sets then
 //   have the size of a real graph's); knn builds the exact FAISS graph of the bank (slow).
+//   --device cuda runs model, bank and loss on the GPU and waits for it at each phase boundary
+//   (as `invp train --profile`), so the phase times are GPU times plus exposed launch cost.
+//   --sgd foreach takes train::foreach_sgd_step (multi-tensor kernels; what CUDA training
+//   uses) instead of torch::optim::SGD::step (one small kernel per op and parameter).
 //   --loss-only times invariance_loss alone (forward, forward+backward) for both
 //   denominators, median of --reps runs.
 #include <invp/core/threads.h>
@@ -22,6 +26,7 @@
 #include <invp/model/encoder.h>
 #include <invp/train/invariance_loss.h>
 #include <invp/train/memory_bank.h>
+#include <invp/train/sgd_step.h>
 
 #include <torch/torch.h>
 
@@ -62,6 +67,8 @@ struct Options {
   std::string graph = "random";
   bool loss_only = false;
   int reps = 15;
+  std::string device = "cpu";
+  std::string sgd = "loop";
 };
 
 struct Preset {
@@ -120,48 +127,62 @@ struct StepTimes {
 
 void run_preset(const Preset& p, const Options& o) {
   torch::manual_seed(1);
+  const torch::Device dev(o.device == "cuda" ? torch::kCUDA : torch::kCPU);
+  auto sync = [&] {
+    if (dev.is_cuda()) torch::cuda::synchronize();
+  };
   model::Encoder net(p.enc);
+  net->to(dev);
   net->train();
   torch::optim::SGD opt(net->parameters(),
                         torch::optim::SGDOptions(0.03).momentum(0.9).weight_decay(5e-4));
   train::MemoryBank bank(o.bank, p.enc.dim, 7);
   bank.data().copy_(normalise_rows(bank.data()));  // a trained bank has unit rows
   auto g = make_graph(bank.data(), 4, o.graph);
+  bank.data() = bank.data().to(dev);
   auto mode = o.propagation == "concat" ? graph::PropagationMode::Concat : graph::PropagationMode::Bfs;
   auto cfg = loss_config(o.denominator);
   const int64_t B = o.batch;
 
   StepTimes t;
   for (int s = 0; s < o.warmup + o.steps; ++s) {
-    auto images = torch::randn({B, p.enc.in_channels, p.size, p.size});
+    auto images = torch::randn({B, p.enc.in_channels, p.size, p.size}).to(dev);
     auto indices = torch::randperm(o.bank, torch::kLong).narrow(0, 0, B).contiguous();
+    auto ids = indices.to(dev);
+    sync();
     auto t_step = Clock::now();
 
     auto t0 = Clock::now();
     auto z = normalise_rows(net->forward(images));
+    sync();
     const double fwd = ms_since(t0);
 
     t0 = Clock::now();
-    auto propagated = graph::propagate(g, indices, 3, mode);
+    auto propagated = graph::propagate(g, indices, 3, mode).to(dev);
+    sync();
     const double prop = ms_since(t0);
 
     t0 = Clock::now();
     auto zl = z.detach().requires_grad_(true);
-    auto loss = train::invariance_loss(zl, bank.data(), indices, propagated, 0.6, cfg);
+    auto loss = train::invariance_loss(zl, bank.data(), ids, propagated, 0.6, cfg);
+    sync();
     const double lf = ms_since(t0);
 
     t0 = Clock::now();
     loss.total.backward();
+    sync();
     const double lb = ms_since(t0);
 
     t0 = Clock::now();
     opt.zero_grad();
     z.backward(zl.grad());
-    opt.step();
+    if (!(o.sgd == "foreach" && train::foreach_sgd_step(opt))) opt.step();
+    sync();
     const double bwd = ms_since(t0);
 
     t0 = Clock::now();
-    bank.update(indices, z.detach(), 0.5f);
+    bank.update(ids, z.detach(), 0.5f);
+    sync();
     const double bu = ms_since(t0);
     const double step = ms_since(t_step);
     (void)loss.total.item<double>();
@@ -260,17 +281,28 @@ int main(int argc, char** argv) {
     else if (a == "--graph") o.graph = str_arg(i, argc, argv);
     else if (a == "--loss-only") o.loss_only = true;
     else if (a == "--reps") o.reps = std::max(1, int_arg(i, argc, argv));
+    else if (a == "--device") o.device = str_arg(i, argc, argv);
+    else if (a == "--sgd") o.sgd = str_arg(i, argc, argv);
     else {
       std::fprintf(stderr,
                    "usage: bench_train_step [--threads N] [--steps N] [--warmup N] "
                    "[--preset paper|cpu|both] [--bank N] [--batch B] "
                    "[--denominator reference|paper] [--propagation bfs|concat] "
-                   "[--graph random|knn] [--loss-only] [--reps N]\n");
+                   "[--graph random|knn] [--loss-only] [--reps N] [--device cpu|cuda] "
+                   "[--sgd loop|foreach]\n");
       return 2;
     }
   }
   if (o.preset != "paper" && o.preset != "cpu" && o.preset != "both") {
     std::fprintf(stderr, "bench_train_step: --preset must be paper, cpu or both\n");
+    return 2;
+  }
+  if ((o.device != "cpu" && o.device != "cuda") || (o.sgd != "loop" && o.sgd != "foreach")) {
+    std::fprintf(stderr, "bench_train_step: --device must be cpu or cuda, --sgd loop or foreach\n");
+    return 2;
+  }
+  if (o.device == "cuda" && !torch::cuda::is_available()) {
+    std::fprintf(stderr, "bench_train_step: --device cuda: no CUDA device or this LibTorch has no CUDA\n");
     return 2;
   }
   apply_thread_budget(resolve_thread_budget(o.threads));
@@ -283,9 +315,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::printf("# B=%lld N=%lld M=4096 k=4 hops=3 P=20 denominator=%s propagation=%s graph=%s; "
-                "medians over %d steps after %d warm-up; times in ms per step\n",
+                "device=%s sgd=%s; medians over %d steps after %d warm-up; times in ms per step\n",
                 static_cast<long long>(o.batch), static_cast<long long>(o.bank),
-                o.denominator.c_str(), o.propagation.c_str(), o.graph.c_str(), o.steps, o.warmup);
+                o.denominator.c_str(), o.propagation.c_str(), o.graph.c_str(), o.device.c_str(),
+                o.sgd.c_str(), o.steps, o.warmup);
     std::printf("# method = propagate + loss fwd + loss bwd + bank update; "
                 "fwd+bwd%% = (forward + backward/opt) / step\n");
     std::printf("%-6s %4s %5s %9s %9s %8s %8s %8s %8s %8s %9s %7s %8s\n", "preset", "thr",

@@ -291,6 +291,11 @@ TEST(KnnGraph, CudaGraphMatchesCpuFaiss) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   auto bank = normalised(60000, 128, 9);
   auto f = KnnGraph::build(bank, 4);
+  // Training may allow TF32 products (--precision tf32); the graph build still runs in float32
+  // and leaves the setting as it found it.
+  at::globalContext().setAllowTF32CuBLAS(true);
   auto g = KnnGraph::build(bank.to(at::kCUDA), 4);
+  EXPECT_TRUE(at::globalContext().allowTF32CuBLAS());
+  at::globalContext().setAllowTF32CuBLAS(false);
   EXPECT_GE(neighbour_set_agreement(f, g), 0.999);
 }

@@ -4,7 +4,9 @@
 #include <invp/index/ivf_knn.h>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -65,8 +67,17 @@ KnnGraph KnnGraph::build_tensor_ops(const at::Tensor& bank, int k, int64_t tile_
     throw Error("", "kNN graph: need 1 ≤ k ≤ N−1, got k=" + std::to_string(k) + ", N=" +
                         std::to_string(n));
   const auto t0 = std::chrono::steady_clock::now();
-  at::NoGradGuard ng;
-  tile_rows = std::max<int64_t>(1, tile_rows);
+  c10::NoGradGuard ng;
+  // A tile's similarities (tile × N float32) stay under 1 GiB: 4096 rows up to N = 65,536,
+  // 268 rows for a 1M bank.
+  tile_rows = std::clamp<int64_t>((int64_t(1) << 28) / n, 1, std::max<int64_t>(1, tile_rows));
+  // The graph is exact: full float32 products even when training allows TF32 (a TF32 product
+  // is off by ~1e-3 in cosine, enough to reorder near-tied neighbours).
+  struct Fp32Products {
+    bool was = at::globalContext().allowTF32CuBLAS();
+    Fp32Products() { at::globalContext().setAllowTF32CuBLAS(false); }
+    ~Fp32Products() { at::globalContext().setAllowTF32CuBLAS(was); }
+  } fp32;
   auto idx = at::empty({n, k}, bank.options().dtype(at::kLong));
   auto sim = at::empty({n, k}, bank.options().dtype(at::kFloat));
   for (int64_t r0 = 0; r0 < n; r0 += tile_rows) {
