@@ -70,6 +70,13 @@ struct Fixture {
     cfg.seed = 7;
   }
   ~Fixture() { fs::remove_all(root); }
+  // A run long enough to learn the four classes, with the kNN monitor on the test split.
+  void learning_run(int epochs, int warmup, int knn_every) {
+    cfg.epochs = epochs;
+    cfg.warmup = warmup;
+    cfg.knn_every = knn_every;
+    cfg.test_data = (root / "data").string() + ":test";
+  }
 };
 
 torch::Tensor read_tensor(const fs::path& ckpt, const std::string& key) {
@@ -157,10 +164,7 @@ TEST(Trainer, DifferentConfigRefusedUnlessForced) {
 TEST(Trainer, LearnsClassStructureAndLossFalls) {
   invp::apply_thread_budget(2);
   Fixture f("learn");
-  f.cfg.epochs = 12;
-  f.cfg.warmup = 6;
-  f.cfg.knn_every = 3;
-  f.cfg.test_data = (f.root / "data").string() + ":test";
+  f.learning_run(12, 6, 3);
   std::vector<invp::train::EpochMetrics> ms;
   Trainer(f.cfg, (f.root / "run").string()).run([&](const auto& m) { ms.push_back(m); });
   ASSERT_EQ(ms.size(), 12u);
@@ -177,10 +181,7 @@ TEST(Trainer, CudaRunMatchesCpuStartAndLearns) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   invp::apply_thread_budget(2);
   Fixture f("cuda");
-  f.cfg.epochs = 6;
-  f.cfg.warmup = 2;
-  f.cfg.knn_every = 6;
-  f.cfg.test_data = (f.root / "data").string() + ":test";
+  f.learning_run(6, 2, 6);
   f.cfg.precision = "fp32";
   std::vector<invp::train::EpochMetrics> cpu, gpu;
   auto one = f.cfg;
