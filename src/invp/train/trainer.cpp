@@ -202,10 +202,9 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     loader.start_epoch(s.epoch, size_t(s.step));  // s.step > 0: resume inside the epoch
     Progress bar("epoch " + std::to_string(s.epoch), int64_t(loader.batches_per_epoch()));
     int64_t images = 0, steps = 0;
-    // Loss sums (each batch's mean × its size) accumulate where the loss is: read once an epoch.
-    auto sum_opts = torch::TensorOptions(torch::kDouble).device(s.device);
-    auto sum_total = torch::zeros({}, sum_opts), sum_ins = torch::zeros({}, sum_opts),
-         sum_inv = torch::zeros({}, sum_opts);
+    // Loss sums (total, L_ins, L_inv; each batch's mean × its size) accumulate where the loss
+    // is, in one tensor: read once an epoch.
+    auto sums = torch::zeros({3}, torch::TensorOptions(torch::kDouble).device(s.device));
     while (!g_stop) {
       auto t0 = std::chrono::steady_clock::now();
       auto batch = loader.next();
@@ -241,9 +240,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       }
       s.bank->update(ids, zd, cfg.bank_momentum);
       const double n = double(batch->indices.size(0));
-      sum_total += loss.total.detach().to(torch::kDouble) * n;
-      sum_ins += loss.instance.detach().to(torch::kDouble) * n;
-      sum_inv += loss.invariance.detach().to(torch::kDouble) * n;
+      sums += torch::stack({loss.total, loss.instance, loss.invariance}).detach().to(torch::kDouble) * n;
       phase_end();
       m.method += seconds_since(t4);
       images += int64_t(n);
@@ -253,8 +250,8 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     }
     bar.finish();
     if (g_stop) break;  // the checkpoint below is written with the partial epoch position
-    m.loss = sum_total.item<double>(), m.instance = sum_ins.item<double>();  // waits for the GPU
-    m.invariance = sum_inv.item<double>();
+    auto sum = sums.cpu();  // waits for the GPU
+    m.loss = sum[0].item<double>(), m.instance = sum[1].item<double>(), m.invariance = sum[2].item<double>();
     if (images > 0) m.loss /= images, m.instance /= images, m.invariance /= images;
     m.seconds = seconds_since(t_epoch);
     m.images_per_second = images / std::max(1e-9, m.seconds);
