@@ -1,4 +1,5 @@
 #include <invp/core/atomic_file.h>
+#include <invp/core/background_job.h>
 #include <invp/core/error.h>
 #include <invp/core/hash.h>
 #include <invp/core/lock_file.h>
@@ -9,15 +10,20 @@
 #include <omp.h>
 
 #include <ATen/Parallel.h>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <vector>
 
 namespace fs = std::filesystem;
 
@@ -73,6 +79,56 @@ TEST(AtomicFile, ReplacesOnlyOnSuccess) {
   EXPECT_EQ(files, 1);  // no temp file left behind
   // Writing into a missing directory is a clear error, not a crash.
   EXPECT_THROW(invp::write_file_atomically((d / "no/such/x").string(), "x"), invp::Error);
+  fs::remove_all(d);
+}
+
+// Jobs run one at a time, in order, off the calling thread; a job's error is reported once,
+// by the next submit (whose job then does not run) or wait; the destructor waits.
+TEST(BackgroundJob, OrderedOneAtATimeWithErrorsReportedOnce) {
+  std::vector<int> done;
+  std::atomic<int> running{0}, most{0};
+  auto job = [&](int i) {
+    return [&, i] {
+      most = std::max(most.load(), ++running);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      done.push_back(i);  // safe: jobs never overlap (checked through `most`)
+      --running;
+    };
+  };
+  {
+    invp::BackgroundJob bg;
+    auto caller = std::this_thread::get_id();
+    std::thread::id ran_on;
+    bg.submit([&] { ran_on = std::this_thread::get_id(); });
+    bg.wait();
+    EXPECT_NE(ran_on, caller);
+    for (int i = 0; i < 4; ++i) bg.submit(job(i));
+    EXPECT_TRUE(bg.busy());
+    bg.wait();
+    EXPECT_FALSE(bg.busy());
+    EXPECT_EQ(done, (std::vector<int>{0, 1, 2, 3}));
+    EXPECT_EQ(most.load(), 1);
+
+    bg.submit([] { throw invp::Error("x.pt", "disk full"); });
+    bool ran = false;
+    EXPECT_THROW(bg.submit([&] { ran = true; }), invp::Error);
+    bg.wait();
+    EXPECT_FALSE(ran);       // refused with the error
+    EXPECT_NO_THROW(bg.wait());  // reported once
+    bg.submit([] { throw std::runtime_error("late"); });
+    EXPECT_THROW(bg.wait(), std::runtime_error);
+    bg.submit(job(4));
+  }  // the destructor waits for job 4
+  EXPECT_EQ(done.back(), 4);
+}
+
+TEST(AtomicFile, LeftoverTempFilesRemovedForThatFileOnly) {
+  auto d = temp_dir("leftover");
+  for (auto name : {"a.pt", "a.pt.tmp.1", "a.pt.tmp.22", "a.ptx.tmp.3", "b.pt.tmp.4"}) std::ofstream(d / name) << "x";
+  invp::remove_leftover_temp_files((d / "a.pt").string());
+  std::set<std::string> left;
+  for (auto& e : fs::directory_iterator(d)) left.insert(e.path().filename().string());
+  EXPECT_EQ(left, (std::set<std::string>{"a.pt", "a.ptx.tmp.3", "b.pt.tmp.4"}));
   fs::remove_all(d);
 }
 

@@ -20,6 +20,8 @@
 #include <random>
 #include <set>
 
+#include "formats_doc.h"
+
 namespace fs = std::filesystem;
 using namespace invp;
 
@@ -372,19 +374,7 @@ TEST(Inspect, CategoriesPurityAndPropagation) {
 
 // The examples in docs/FORMATS.md are real: the readers accept them as they stand.
 TEST(Formats, DocumentedExamplesParse) {
-  fs::path root = fs::current_path();
-  while (!fs::exists(root / "docs/FORMATS.md") && root.has_parent_path() && root != root.parent_path())
-    root = root.parent_path();
-  if (const char* s = std::getenv("INVP_SOURCE_DIR")) root = s;
-  ASSERT_TRUE(fs::exists(root / "docs/FORMATS.md")) << "run from inside the source tree";
-  std::ifstream f(root / "docs/FORMATS.md");
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  auto block_after = [&](const std::string& heading) {
-    auto h = text.find(heading);
-    EXPECT_NE(h, std::string::npos) << heading;
-    auto b = text.find("```json\n", h) + 8;
-    return text.substr(b, text.find("```", b) - b);
-  };
+  auto block_after = [](const std::string& heading) { return invp::test::formats_example(heading); };
   auto model = model::info_from_json(block_after("## model.json"), "FORMATS.md");
   EXPECT_EQ(model.encoder.depth, 18);
   auto idx = search::IndexInfo::from_json(block_after("## index.json"), "FORMATS.md");

@@ -15,8 +15,10 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <set>
 #include <vector>
 
+#include "formats_doc.h"
 #include "full_disk.h"
 
 namespace fs = std::filesystem;
@@ -78,6 +80,17 @@ struct Fixture {
     cfg.test_data = (root / "data").string() + ":test";
   }
 };
+
+// "time.forward", "graph.build_seconds", ...: every key of a JSON object, with its parents.
+std::set<std::string> key_paths(const nlohmann::json& j, const std::string& prefix = "") {
+  std::set<std::string> out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    out.insert(prefix + it.key());
+    if (it->is_object())
+      for (auto& k : key_paths(*it, prefix + it.key() + ".")) out.insert(k);
+  }
+  return out;
+}
 
 torch::Tensor read_tensor(const fs::path& ckpt, const std::string& key) {
   torch::serialize::InputArchive a;
@@ -172,7 +185,60 @@ TEST(Trainer, LearnsClassStructureAndLossFalls) {
   EXPECT_GT(ms.back().knn_top1, 0.5);  // 4 classes: chance is 0.25
   EXPECT_NE(ms.back().invariance, 0);  // L_inv active after warm-up (may be negative)
   EXPECT_EQ(ms.front().invariance, 0);
-  EXPECT_TRUE(fs::exists(f.root / "run/metrics.jsonl"));
+  // metrics.jsonl (written by the background writer): one line per epoch, as reported, with
+  // the keys of the documented example and no others (knn only on monitor epochs).
+  auto doc = key_paths(nlohmann::json::parse(invp::test::formats_example("## metrics.jsonl")));
+  std::ifstream lines(f.root / "run/metrics.jsonl");
+  std::string line;
+  size_t i = 0;
+  for (; std::getline(lines, line); ++i) {
+    ASSERT_LT(i, ms.size());
+    auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["epoch"].get<int>(), ms[i].epoch);
+    EXPECT_EQ(j["loss"].get<double>(), ms[i].loss);
+    EXPECT_GT(j["time"]["checkpoint_write"].get<double>(), 0);  // the write's own time
+    EXPECT_GT(j["time"]["checkpoint"].get<double>(), 0);
+    auto keys = key_paths(j);
+    if (ms[i].knn_top1 >= 0) EXPECT_EQ(keys, doc) << line;
+    for (auto& k : keys) EXPECT_TRUE(doc.count(k)) << "undocumented key " << k;
+  }
+  EXPECT_EQ(i, ms.size());
+}
+
+// The epoch's files are written in the background: a write that fails (a full disk,
+// tests/full_disk.h) still fails the run with the file's name, leaves the previous epoch's
+// model.pt and checkpoint.pt intact, and the run resumes from that checkpoint.
+TEST(Trainer, FailedBackgroundWriteFailsTheRunAndKeepsTheCheckpoint) {
+  invp::apply_thread_budget(1);
+  Fixture f("bgfail");
+  auto dir = f.root / "run";
+  Trainer(f.cfg, dir.string()).run({}, /*until_epoch=*/1);
+  const auto ckpt = invp::test::file_bytes(dir / "checkpoint.pt");
+  {
+    Trainer t(f.cfg, dir.string());
+    int epochs_reported = 0;
+    invp::test::expect_fails_cleanly_on_full_disk(dir / "model.pt", [&] {
+      t.run([&](const auto&) { ++epochs_reported; });
+    });
+    EXPECT_EQ(epochs_reported, 1);  // epoch 2 trained; only its write failed
+  }
+  EXPECT_TRUE(invp::test::file_bytes(dir / "checkpoint.pt") == ckpt);
+  Trainer again(f.cfg, dir.string());
+  EXPECT_EQ(again.start_epoch(), 2);
+  EXPECT_EQ(again.run(), 2);
+}
+
+// A writer killed mid-write leaves "<file>.tmp.<pid>"; the next trainer on the directory
+// clears those (and nothing else).
+TEST(Trainer, ClearsTemporaryFilesOfAKilledWriter) {
+  Fixture f("leftover");
+  auto dir = f.root / "run";
+  fs::create_directories(dir);
+  for (auto name : {"checkpoint.pt.tmp.123", "model.pt.tmp.9", "notes.tmp.1"}) std::ofstream(dir / name) << "x";
+  Trainer t(f.cfg, dir.string());
+  EXPECT_FALSE(fs::exists(dir / "checkpoint.pt.tmp.123"));
+  EXPECT_FALSE(fs::exists(dir / "model.pt.tmp.9"));
+  EXPECT_TRUE(fs::exists(dir / "notes.tmp.1"));  // not one of the trainer's files
 }
 
 // On a GPU: the same tiny run on CUDA (full float32, --profile's synchronised timing) starts

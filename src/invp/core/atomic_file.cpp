@@ -67,4 +67,17 @@ void write_file_atomically(const std::string& path, const std::string& contents)
     if (!ok) throw Error(path, std::string("write failed: ") + std::strerror(err), "check free disk space");
   });
 }
+
+void remove_leftover_temp_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  fs::path p(path);
+  auto dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  std::string prefix = p.filename().string() + ".tmp.";
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().filename().string().rfind(prefix, 0) == 0) {
+      std::error_code ignored;  // best effort: a file we cannot remove is only clutter
+      fs::remove(it->path(), ignored);
+    }
+}
 }  // namespace invp

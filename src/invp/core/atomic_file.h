@@ -9,4 +9,7 @@ namespace invp {
 void write_atomically(const std::string& path, const std::function<void(const std::string&)>& write);
 // Convenience for text/binary contents held in memory.
 void write_file_atomically(const std::string& path, const std::string& contents);
+// Removes "<path>.tmp.*" files that a killed writer left behind. Only for a path no other
+// process writes at the time (e.g. under a DirLock).
+void remove_leftover_temp_files(const std::string& path);
 }  // namespace invp

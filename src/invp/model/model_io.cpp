@@ -68,13 +68,21 @@ ModelInfo info_from_json(const std::string& text, const std::string& file) {
   return info;
 }
 
-void save_model(Encoder& net, const ModelInfo& info, const std::string& model_pt) {
+std::string serialize_model(Encoder& net) {
   // Serialised in memory, then written by write_file_atomically: LibTorch's file writer
   // aborts the process (an exception out of a destructor) when the disk fills up.
   std::ostringstream bytes;
   torch::save(net, bytes);
-  write_file_atomically(model_pt, bytes.str());
+  return bytes.str();
+}
+
+void save_model_bytes(const std::string& model_pt_bytes, const ModelInfo& info, const std::string& model_pt) {
+  write_file_atomically(model_pt, model_pt_bytes);
   write_file_atomically(json_path_for(model_pt), info_to_json(info));
+}
+
+void save_model(Encoder& net, const ModelInfo& info, const std::string& model_pt) {
+  save_model_bytes(serialize_model(net), info, model_pt);
 }
 
 Encoder load_model(const std::string& model_pt, ModelInfo* info_out) {

@@ -22,8 +22,11 @@ std::string json_path_for(const std::string& model_pt);  // "x/model.pt" -> "x/m
 std::string info_to_json(const ModelInfo& info);
 ModelInfo info_from_json(const std::string& text, const std::string& file_for_errors);
 
+// model.pt's bytes (parameters and buffers; GPU tensors are copied to the host).
+std::string serialize_model(Encoder& net);
 // Writes model.pt then model.json, each atomically.
 void save_model(Encoder& net, const ModelInfo& info, const std::string& model_pt);
+void save_model_bytes(const std::string& model_pt_bytes, const ModelInfo& info, const std::string& model_pt);
 // Reads model.json beside model_pt, rebuilds the encoder and loads its weights (eval mode).
 Encoder load_model(const std::string& model_pt, ModelInfo* info_out = nullptr);
 

@@ -9,8 +9,8 @@
 
 namespace invp::train {
 
-void write_checkpoint(const std::string& path, const Checkpoint& meta, model::EncoderImpl& net,
-                      torch::optim::SGD& opt, const torch::Tensor& bank, const torch::Tensor& graph) {
+std::string serialize_checkpoint(const Checkpoint& meta, model::EncoderImpl& net, torch::optim::SGD& opt,
+                                 const torch::Tensor& bank, const torch::Tensor& graph) {
   torch::serialize::OutputArchive root, m, o;
   net.save(m);
   opt.save(o);
@@ -25,7 +25,12 @@ void write_checkpoint(const std::string& path, const Checkpoint& meta, model::En
   // In memory first: LibTorch's file writer aborts the process on a full disk (see save_model).
   std::ostringstream bytes;
   root.save_to(bytes);
-  write_file_atomically(path, bytes.str());
+  return bytes.str();
+}
+
+void write_checkpoint(const std::string& path, const Checkpoint& meta, model::EncoderImpl& net,
+                      torch::optim::SGD& opt, const torch::Tensor& bank, const torch::Tensor& graph) {
+  write_file_atomically(path, serialize_checkpoint(meta, net, opt, bank, graph));
 }
 
 Checkpoint read_checkpoint(const std::string& path) {

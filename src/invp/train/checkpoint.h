@@ -21,6 +21,9 @@ struct Checkpoint {
   std::string path;
 };
 
+// The archive's bytes (tensors on a GPU are copied to the host), then written atomically.
+std::string serialize_checkpoint(const Checkpoint& meta, model::EncoderImpl& net, torch::optim::SGD& opt,
+                                 const torch::Tensor& bank, const torch::Tensor& graph);
 void write_checkpoint(const std::string& path, const Checkpoint& meta, model::EncoderImpl& net,
                       torch::optim::SGD& opt, const torch::Tensor& bank, const torch::Tensor& graph);
 // Reads the metadata; throws invp::Error for a missing or corrupt file.

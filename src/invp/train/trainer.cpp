@@ -1,4 +1,5 @@
 #include <invp/core/atomic_file.h>
+#include <invp/core/background_job.h>
 #include <invp/core/clock.h>
 #include <invp/core/error.h>
 #include <invp/core/lock_file.h>
@@ -30,6 +31,16 @@ namespace fs = std::filesystem;
 namespace {
 std::atomic<bool> g_stop{false};
 extern "C" void on_signal(int) { g_stop = true; }
+// SIGINT/SIGTERM set g_stop while a run is in progress; the old handlers come back however
+// the run ends.
+struct StopOnSignals {
+  using Handler = void (*)(int);
+  Handler old_int = std::signal(SIGINT, on_signal), old_term = std::signal(SIGTERM, on_signal);
+  ~StopOnSignals() {
+    std::signal(SIGINT, old_int);
+    std::signal(SIGTERM, old_term);
+  }
+};
 
 
 torch::Tensor normalise_rows(const torch::Tensor& x) {
@@ -41,7 +52,8 @@ std::string metrics_line(const EpochMetrics& m) {
                    {"loss_inv", m.invariance}, {"lr", m.lr}, {"omega", m.omega},
                    {"seconds", m.seconds}, {"images_per_second", m.images_per_second},
                    {"time", {{"data_wait", m.data_wait}, {"forward", m.forward},
-                             {"backward", m.backward}, {"bank_graph_loss", m.method}}},
+                             {"backward", m.backward}, {"bank_graph_loss", m.method},
+                             {"checkpoint", m.checkpoint}, {"checkpoint_write", m.checkpoint_write}}},
                    {"graph", {{"build_seconds", m.graph_seconds},
                               {"mean_similarity", m.graph_mean_similarity},
                               {"mutual_share", m.graph_mutual}}},
@@ -72,6 +84,25 @@ struct Trainer::State {
   data::LoaderOptions loader_opts;
 };
 
+namespace {
+// Runs the model (eval mode, no gradients) over every item of ds under the eval transform and
+// hands each batch to `take` with its normalised features, on the training device. The model
+// is left in eval mode.
+void for_each_eval_batch(model::Encoder& net, const data::LoaderOptions& train_opts, torch::Device device,
+                         const std::shared_ptr<data::Dataset>& ds,
+                         const std::function<void(const data::Batch&, const torch::Tensor&)>& take) {
+  net->eval();
+  torch::NoGradGuard ng;
+  auto lo = train_opts;
+  lo.shuffle = false;
+  lo.drop_last = false;
+  lo.augment = data::eval_config(train_opts.augment);
+  data::Loader loader(ds, lo);
+  loader.start_epoch(1);
+  while (auto b = loader.next()) take(*b, normalise_rows(net->forward(b->images.to(device, true))));
+}
+}  // namespace
+
 Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::make_unique<State>()) {
   cfg.validate();
   if (cfg.device == "cuda" && !torch::cuda::is_available())
@@ -92,6 +123,8 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   // Only now, with the data known good, does OUT come into being: a refused run leaves nothing.
   fs::create_directories(out_dir);
   s.lock = std::make_unique<DirLock>(out_dir);
+  for (auto name : {"checkpoint.pt", "model.pt", "model.json", "config.json"})  // a killed run's
+    remove_leftover_temp_files((fs::path(out_dir) / name).string());
 
   torch::manual_seed(cfg.seed);
   s.info.encoder = {cfg.arch_depth, cfg.stem, cfg.width, s.ds->channels(), cfg.head, cfg.dim};
@@ -154,12 +187,35 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   auto& s = *s_;
   const auto& cfg = s.cfg;
   g_stop = false;
-  auto old_int = std::signal(SIGINT, on_signal);
-  auto old_term = std::signal(SIGTERM, on_signal);
+  StopOnSignals signals;
   auto ckpt = (fs::path(s.out) / "checkpoint.pt").string();
-  auto save = [&] {
-    write_checkpoint(ckpt, {s.epoch, s.step, cfg.to_json()}, *s.net, *s.opt, s.bank->data(),
-                     s.graph.neighbors);
+  auto model_pt = (fs::path(s.out) / "model.pt").string();
+  auto metrics_jsonl = (fs::path(s.out) / "metrics.jsonl").string();
+  auto snapshot = [&] {
+    return serialize_checkpoint({s.epoch, s.step, cfg.to_json()}, *s.net, *s.opt, s.bank->data(),
+                                s.graph.neighbors);
+  };
+  // An epoch's files are serialised here (a consistent snapshot; on a GPU the copy to the host)
+  // and written by `writer` while the next epoch trains: model.pt + model.json, checkpoint.pt,
+  // then the epoch's metrics line, so a line in metrics.jsonl means its checkpoint is on disk.
+  BackgroundJob writer;
+  auto save_epoch = [&](EpochMetrics m) {
+    auto t = std::chrono::steady_clock::now();
+    auto ckpt_bytes = snapshot();
+    auto model_bytes = model::serialize_model(s.net);
+    writer.wait();  // the previous epoch's files; rethrows its write error
+    m.checkpoint = seconds_since(t);
+    writer.submit([&, m, ckpt_bytes = std::move(ckpt_bytes), model_bytes = std::move(model_bytes)]() mutable {
+      auto t_write = std::chrono::steady_clock::now();
+      // model.pt first: a run killed between the two redoes the epoch from the older
+      // checkpoint and rewrites model.pt, while the other order could leave a finished run
+      // with the previous epoch's model.pt.
+      model::save_model_bytes(model_bytes, s.info, model_pt);
+      write_file_atomically(ckpt, ckpt_bytes);
+      m.checkpoint_write = seconds_since(t_write);
+      std::ofstream(metrics_jsonl, std::ios::app) << metrics_line(m);
+    });
+    return m;
   };
   data::Loader loader(s.ds, s.loader_opts);
   auto mode = cfg.propagation == "concat" ? graph::PropagationMode::Concat : graph::PropagationMode::Bfs;
@@ -189,9 +245,9 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     step_loss.use_invariance = s.loss_cfg.use_invariance && inv_weight > 0;
     if (cfg.graph == "epoch" && s.step == 0) {
       auto t = std::chrono::steady_clock::now();
-      s.graph = cfg.graph_search == "ivf"
-                    ? graph::KnnGraph::build_ivf(s.bank->data(), cfg.knn, cfg.graph_probes, cfg.seed)
-                    : graph::KnnGraph::build(s.bank->data(), cfg.knn);
+      auto rows = s.bank->data();
+      s.graph = cfg.graph_search == "ivf" ? graph::KnnGraph::build_ivf(rows, cfg.knn, cfg.graph_probes, cfg.seed)
+                                          : graph::KnnGraph::build(rows, cfg.knn);
       m.graph_seconds = seconds_since(t);
       auto st = s.graph.stats(s.labels);
       m.graph_mean_similarity = st.mean_similarity;
@@ -257,19 +313,11 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     m.images_per_second = images / std::max(1e-9, m.seconds);
     m.skipped_bad = int64_t(loader.bad_count());
     if (s.test_ds && cfg.knn_every > 0 && s.epoch % cfg.knn_every == 0 && s.labels.max().item<int64_t>() >= 0) {
-      s.net->eval();
-      torch::NoGradGuard ng;
-      auto lo = s.loader_opts;
-      lo.shuffle = false;
-      lo.drop_last = false;
-      lo.augment = data::eval_config(s.loader_opts.augment);
-      data::Loader test_loader(s.test_ds, lo);
-      test_loader.start_epoch(1);
       std::vector<torch::Tensor> feats, labs;
-      while (auto b = test_loader.next()) {
-        feats.push_back(normalise_rows(s.net->forward(b->images.to(s.device, true))));
-        labs.push_back(b->labels);
-      }
+      for_each_eval_batch(s.net, s.loader_opts, s.device, s.test_ds, [&](const data::Batch& b, const torch::Tensor& z) {
+        feats.push_back(z);
+        labs.push_back(b.labels);
+      });
       auto acc = eval::weighted_knn(s.bank->data().cpu(), s.labels, torch::cat(feats).cpu(),
                                     torch::cat(labs));
       m.knn_top1 = acc.top1;
@@ -278,18 +326,15 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     last_done = s.epoch;
     ++s.epoch;
     s.step = 0;
-    save();
-    model::save_model(s.net, s.info, (fs::path(s.out) / "model.pt").string());
-    std::ofstream((fs::path(s.out) / "metrics.jsonl").string(), std::ios::app) << metrics_line(m);
+    m = save_epoch(m);
     if (on_epoch) on_epoch(m);
   }
+  writer.wait();  // every epoch's files are on disk before run() returns
   if (g_stop) {
-    save();
+    write_file_atomically(ckpt, snapshot());
     log::info("interrupted: checkpoint written at epoch " + std::to_string(s.epoch) + ", step " +
               std::to_string(s.step) + "; rerun the same command to resume");
   }
-  std::signal(SIGINT, old_int);
-  std::signal(SIGTERM, old_term);
   return last_done;
 }
 
