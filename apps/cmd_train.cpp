@@ -41,6 +41,10 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
                 "the work; recall in BENCHMARKS.md)")->capture_default_str();
   t->add_option("--graph-probes", c.graph_probes, "ivf: cells searched per bank row (more = closer to exact)")
       ->capture_default_str();
+  t->add_option("--graph-features", c.graph_features,
+                "What epoch graphs are built from: bank (the memory bank, the method) or recomputed (this "
+                "epoch's model on the un-augmented training images: a purer graph for one extra forward "
+                "pass over the data per epoch of L_inv; BENCHMARKS.md)")->capture_default_str();
   t->add_option("--loss", c.loss, "invp, or instance (L_inv off, for ablations)")->capture_default_str();
   t->add_option("--positives", c.positives,
                 "graph (the method: propagated over the kNN graph, no labels), or oracle (ANALYSIS ONLY: "
@@ -87,6 +91,7 @@ void add_train_command(CLI::App& app) {
                       m.epoch, m.loss, m.instance, m.invariance, m.lr, m.images_per_second,
                       m.graph_seconds);
         std::string s = line;
+        if (m.graph_features_seconds > 0) s += " + features " + std::to_string(m.graph_features_seconds).substr(0, 5) + "s";
         if (m.knn_top1 >= 0) s += "  kNN top1 " + std::to_string(100 * m.knn_top1).substr(0, 5) + "%";
         log::info(s);
       });

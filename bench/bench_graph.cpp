@@ -4,6 +4,8 @@
 // labels are given, each graph's share of same-label edges and the label purity of the
 // positives propagation hands the loss (all of N(i), and its P hardest members) per depth.
 // Usage: bench_graph CHECKPOINT_PT [--labels SOURCE] [--threads N] [--probes 4,8,16] [--reps 3]
+//        bench_graph EMBEDDINGS_H5 [...]   rows of an `invp embed` file instead of a bank (the
+//        graph the same model gives on un-augmented images; labels from the file if it has them)
 //        bench_graph --synthetic N [--dim 128] [...]   (unit rows around N/60 random centres)
 //        ... --device cuda [--check]   the GPU build (LibTorch tiles + top-k on the device, as
 //        a CUDA training run builds it; one warm-up build first); --check adds the CPU FAISS
@@ -14,6 +16,7 @@
 #include <invp/data/dataset.h>
 #include <invp/graph/knn_graph.h>
 #include <invp/graph/propagate.h>
+#include <invp/store/embedding_store.h>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -114,7 +117,7 @@ int main(int argc, char** argv) {
       } else checkpoint = a.arg();
     }
     if (checkpoint.empty() == (synthetic == 0)) {
-      std::fprintf(stderr, "usage: bench_graph CHECKPOINT_PT | --synthetic N [--dim D] [--labels SOURCE] "
+      std::fprintf(stderr, "usage: bench_graph CHECKPOINT_PT | EMBEDDINGS_H5 | --synthetic N [--dim D] [--labels SOURCE] "
                            "[--threads N] [--probes 4,8,16] [--reps 3] [--k 4] [--device cpu|cuda [--check]]\n");
       return 2;
     }
@@ -127,6 +130,11 @@ int main(int argc, char** argv) {
       auto which = at::randint(0, centres, {synthetic}, gen);
       bank = at::randn({centres, dim}, gen).index_select(0, which) + 0.5 * at::randn({synthetic, dim}, gen);
       labels = which;
+    } else if (checkpoint.size() > 3 && checkpoint.compare(checkpoint.size() - 3, 3, ".h5") == 0) {
+      auto rows = store::EmbeddingReader(checkpoint).read_all();
+      bank = rows.embeddings;
+      if (!rows.labels.empty() && *std::min_element(rows.labels.begin(), rows.labels.end()) >= 0)
+        labels = at::tensor(std::vector<int64_t>(rows.labels.begin(), rows.labels.end()), at::kLong);
     } else {
       torch::serialize::InputArchive archive;
       archive.load_from(checkpoint);

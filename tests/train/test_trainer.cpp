@@ -2,6 +2,10 @@
 // bitwise, a changed config is refused, and training learns something real.
 #include <invp/core/error.h>
 #include <invp/core/threads.h>
+#include <invp/data/augment.h>
+#include <invp/data/dataset.h>
+#include <invp/data/loader.h>
+#include <invp/graph/knn_graph.h>
 #include <invp/model/model_io.h>
 #include <invp/train/checkpoint.h>
 #include <invp/train/trainer.h>
@@ -205,6 +209,42 @@ TEST(Trainer, LearnsClassStructureAndLossFalls) {
   EXPECT_EQ(i, ms.size());
 }
 
+// --graph-features recomputed: the graph L_inv uses in epoch 2 is the exact kNN graph of the
+// epoch-1 model's features of the un-augmented training images (computed here independently:
+// the saved model, the eval transform, normalised rows), not the graph of the bank.
+TEST(Trainer, RecomputedGraphIsTheGraphOfTheModelsCleanFeatures) {
+  invp::apply_thread_budget(1);
+  Fixture f("recomputed");
+  f.cfg.graph_features = "recomputed";
+  auto dir = f.root / "run";
+  Trainer(f.cfg, dir.string()).run({}, /*until_epoch=*/1);
+  auto net = invp::model::load_model((dir / "model.pt").string());  // eval mode
+  auto bank = read_tensor(dir / "checkpoint.pt", "bank");
+  Trainer(f.cfg, dir.string()).run({}, 0, /*max_steps=*/1);  // builds epoch 2's graph, one step
+  auto graph = read_tensor(dir / "checkpoint.pt", "graph");
+
+  auto ds = invp::data::open_dataset(f.cfg.data);
+  invp::data::LoaderOptions lo;
+  lo.batch_size = 100;
+  lo.shuffle = false;
+  lo.augment = invp::data::eval_config(invp::data::small_image_preset(f.cfg.input_size, 1));
+  invp::data::Loader loader(ds, lo);
+  loader.start_epoch(1);
+  std::vector<torch::Tensor> feats;
+  torch::NoGradGuard ng;
+  while (auto b = loader.next()) feats.push_back(net->forward(b->images));
+  auto z = torch::cat(feats);
+  z = z / z.norm(2, {1}, true);
+  ASSERT_EQ(z.size(0), graph.size(0));
+  auto expected = invp::graph::KnnGraph::build(z, f.cfg.knn).neighbors;
+  auto from_bank = invp::graph::KnnGraph::build(bank, f.cfg.knn).neighbors;
+  auto share = [](const torch::Tensor& a, const torch::Tensor& b) {  // of a's edges found in b's rows
+    return (a.unsqueeze(2) == b.unsqueeze(1)).any(2).to(torch::kDouble).mean().item<double>();
+  };
+  EXPECT_GE(share(graph, expected), 0.99);  // near-ties in float32 aside
+  EXPECT_LT(share(graph, from_bank), 0.9);
+}
+
 // The epoch's files are written in the background: a write that fails (a full disk,
 // tests/full_disk.h) still fails the run with the file's name, leaves the previous epoch's
 // model.pt and checkpoint.pt intact, and the run resumes from that checkpoint.
@@ -321,6 +361,8 @@ TEST(TrainConfig, LaterKeysHashOnlyWhenSetAndAreValidated) {
                    [](const TrainConfig& c) { return c.graph_probes; }, ivf8);
   expect_later_key({"positives"}, [](TrainConfig& c) { c.positives = "oracle"; },
                    [](const TrainConfig& c) { return c.positives; });
+  expect_later_key({"graph_features"}, [](TrainConfig& c) { c.graph_features = "recomputed"; },
+                   [](const TrainConfig& c) { return c.graph_features; });
   // Run keys (how, not what, is trained) never change the hash; the new ones are validated.
   TrainConfig run = a;
   run.precision = "fp32";
@@ -335,6 +377,8 @@ TEST(TrainConfig, LaterKeysHashOnlyWhenSetAndAreValidated) {
       [](TrainConfig& c) { c.crop_scale = 0; },        [](TrainConfig& c) { c.flip = 1.5f; },
       [](TrainConfig& c) { c.graph_probes = 0; },      [](TrainConfig& c) { c.graph_search = "hnsw"; },
       [](TrainConfig& c) { c.positives = "labels"; },  [](TrainConfig& c) { c.precision = "bf16"; },
+      [](TrainConfig& c) { c.graph_features = "eval"; },
+      [](TrainConfig& c) { c.graph_features = "recomputed"; c.graph = "online"; },
   };
   for (size_t i = 0; i < bad.size(); ++i) {
     TrainConfig c = a;

@@ -16,7 +16,7 @@ using nlohmann::json;
 
 // Keys added after configs were first hashed: they join the hash only when they differ from
 // their default, so checkpoints written before they existed still resume.
-#define INVP_TRAIN_DEFINING_LATER(X) X(crop_scale) X(flip) X(graph_search) X(graph_probes) X(positives)
+#define INVP_TRAIN_DEFINING_LATER(X) X(crop_scale) X(flip) X(graph_search) X(graph_probes) X(positives) X(graph_features)
 
 namespace {
 json defining_json(const TrainConfig& c, bool for_hash) {
@@ -47,6 +47,9 @@ void TrainConfig::validate() const {
   one_of("graph", graph, {"epoch", "online"});
   one_of("graph-search", graph_search, {"exact", "ivf"});
   if (graph_probes < 1) throw Error("", "--graph-probes must be >= 1");
+  one_of("graph-features", graph_features, {"bank", "recomputed"});
+  if (graph_features == "recomputed" && graph != "epoch")
+    throw Error("", "--graph-features recomputed needs --graph epoch (the online graph comes from each step's top-k)");
   one_of("loss", loss, {"invp", "instance"});
   one_of("positives", positives, {"graph", "oracle"});
   one_of("schedule", schedule, {"cosine", "step"});

@@ -37,6 +37,9 @@ struct TrainConfig {
   std::string graph = "epoch";          // epoch | online
   std::string graph_search = "exact";   // epoch graphs: exact | ivf (approximate, index/ivf_knn.h)
   int64_t graph_probes = 8;             // ivf: cells searched per row (of ~sqrt(N))
+  // epoch graphs: bank (the memory bank's rows, the design) | recomputed (the current model's
+  // features of the un-augmented training images, one extra forward pass per epoch of L_inv)
+  std::string graph_features = "bank";
   std::string loss = "invp";            // invp | instance
   std::string positives = "graph";      // graph (the method) | oracle (analysis: label-filtered N(i))
   // optimiser

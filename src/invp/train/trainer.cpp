@@ -54,7 +54,7 @@ std::string metrics_line(const EpochMetrics& m) {
                    {"time", {{"data_wait", m.data_wait}, {"forward", m.forward},
                              {"backward", m.backward}, {"bank_graph_loss", m.method},
                              {"checkpoint", m.checkpoint}, {"checkpoint_write", m.checkpoint_write}}},
-                   {"graph", {{"build_seconds", m.graph_seconds},
+                   {"graph", {{"build_seconds", m.graph_seconds}, {"features_seconds", m.graph_features_seconds},
                               {"mean_similarity", m.graph_mean_similarity},
                               {"mutual_share", m.graph_mutual}}},
                    {"skipped_bad", m.skipped_bad}};
@@ -244,8 +244,16 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     LossConfig step_loss = s.loss_cfg;  // L_inv is skipped entirely while its weight is 0
     step_loss.use_invariance = s.loss_cfg.use_invariance && inv_weight > 0;
     if (cfg.graph == "epoch" && s.step == 0) {
-      auto t = std::chrono::steady_clock::now();
       auto rows = s.bank->data();
+      if (cfg.graph_features == "recomputed" && step_loss.use_invariance) {  // the graph is unused before
+        auto t = std::chrono::steady_clock::now();
+        rows = rows.clone();  // an item the loader skips keeps its bank row
+        for_each_eval_batch(s.net, s.loader_opts, s.device, s.ds, [&](const data::Batch& b, const torch::Tensor& z) {
+          rows.index_copy_(0, b.indices.to(s.device), z);
+        });
+        m.graph_features_seconds = seconds_since(t);
+      }
+      auto t = std::chrono::steady_clock::now();
       s.graph = cfg.graph_search == "ivf" ? graph::KnnGraph::build_ivf(rows, cfg.knn, cfg.graph_probes, cfg.seed)
                                           : graph::KnnGraph::build(rows, cfg.knn);
       m.graph_seconds = seconds_since(t);

@@ -21,6 +21,7 @@ struct EpochMetrics {
   // (and waiting for the previous epoch's write), and seconds the background write took.
   double checkpoint = 0, checkpoint_write = 0;
   double graph_seconds = 0, graph_mean_similarity = 0, graph_mutual = 0, graph_same_label = -1;
+  double graph_features_seconds = 0;  // --graph-features recomputed: the forward pass the graph is built from
   int64_t skipped_bad = 0;
 };
 
