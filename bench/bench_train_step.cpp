@@ -7,6 +7,7 @@
 //                         [--bank N] [--batch B] [--denominator reference|paper]
 //                         [--propagation bfs|concat] [--graph random|knn]
 //                         [--loss-only] [--reps N] [--device cpu|cuda] [--sgd loop|foreach]
+//                         [--checkpoint]
 //   paper: ResNet-18, small stem, width 64, 3 channels, 32 px, MLP head, D = 128.
 //   cpu:   configs/fashion-mnist.toml: ResNet-18, small stem, width 16, 1 channel, 28 px,
 //          MLP head, D = 128.
@@ -20,10 +21,17 @@
 //   uses) instead of torch::optim::SGD::step (one small kernel per op and parameter).
 //   --loss-only times invariance_loss alone (forward, forward+backward) for both
 //   denominators, median of --reps runs.
+//   --checkpoint times an epoch's checkpoint (model + momentum + bank + graph, as the trainer
+//   writes it): the training thread's stall before (serialize_checkpoint + serialize_model
+//   on it) and now (CheckpointSnapshot::capture), and the serialisation the background thread
+//   does now; median of --reps, after one step so the momentum buffers exist. On cuda
+//   "capture" is the launch time and "capture+sync" includes the device copies.
 #include <invp/core/threads.h>
 #include <invp/graph/knn_graph.h>
 #include <invp/graph/propagate.h>
 #include <invp/model/encoder.h>
+#include <invp/model/model_io.h>
+#include <invp/train/checkpoint.h>
 #include <invp/train/invariance_loss.h>
 #include <invp/train/memory_bank.h>
 #include <invp/train/sgd_step.h>
@@ -66,6 +74,7 @@ struct Options {
   std::string propagation = "bfs";
   std::string graph = "random";
   bool loss_only = false;
+  bool checkpoint = false;
   int reps = 15;
   std::string device = "cpu";
   std::string sgd = "loop";
@@ -248,6 +257,47 @@ void run_loss_only(const Options& o) {
   }
 }
 
+void run_checkpoint(const Preset& p, const Options& o) {
+  torch::manual_seed(1);
+  const torch::Device dev(o.device == "cuda" ? torch::kCUDA : torch::kCPU);
+  auto sync = [&] {
+    if (dev.is_cuda()) torch::cuda::synchronize();
+  };
+  model::Encoder net(p.enc);
+  net->to(dev);
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.03).momentum(0.9).weight_decay(5e-4));
+  net->forward(torch::randn({8, p.enc.in_channels, p.size, p.size}, dev)).pow(2).sum().backward();
+  opt.step();
+  auto bank = normalise_rows(torch::randn({o.bank, 128}, dev));
+  auto graph = make_graph(bank.cpu(), 4, "random").neighbors;
+  train::Checkpoint meta{2, 0, "{}"};
+  train::CheckpointSnapshot snap(p.enc, dev);
+  std::vector<double> before, capture, capture_sync, background;
+  size_t bytes = 0;
+  for (int r = 0; r < o.reps + 1; ++r) {
+    sync();
+    auto t = Clock::now();
+    auto c = train::serialize_checkpoint(meta, *net, opt, bank, graph);
+    auto m = model::serialize_model(net);
+    const double a = ms_since(t);
+    bytes = c.size() + m.size();
+    t = Clock::now();
+    snap.capture(meta, *net, opt, bank, graph);
+    const double b = ms_since(t);
+    sync();
+    const double b2 = ms_since(t);
+    t = Clock::now();
+    auto c2 = snap.checkpoint_bytes();
+    auto m2 = snap.model_bytes();
+    const double w = ms_since(t);
+    if (r == 0) continue;  // warm-up: first allocations
+    before.push_back(a), capture.push_back(b), capture_sync.push_back(b2), background.push_back(w);
+  }
+  std::printf("%-6s %4d %6s %9.1f %10.2f %13.2f %11.1f %9.1f\n", p.name.c_str(), thread_budget(), o.device.c_str(),
+              median(before), median(capture), median(capture_sync), median(background), double(bytes) / 1e6);
+  std::fflush(stdout);
+}
+
 int int_arg(int& i, int argc, char** argv) {
   if (i + 1 >= argc) {
     std::fprintf(stderr, "bench_train_step: %s needs a value\n", argv[i]);
@@ -280,6 +330,7 @@ int main(int argc, char** argv) {
     else if (a == "--propagation") o.propagation = str_arg(i, argc, argv);
     else if (a == "--graph") o.graph = str_arg(i, argc, argv);
     else if (a == "--loss-only") o.loss_only = true;
+    else if (a == "--checkpoint") o.checkpoint = true;
     else if (a == "--reps") o.reps = std::max(1, int_arg(i, argc, argv));
     else if (a == "--device") o.device = str_arg(i, argc, argv);
     else if (a == "--sgd") o.sgd = str_arg(i, argc, argv);
@@ -289,7 +340,7 @@ int main(int argc, char** argv) {
                    "[--preset paper|cpu|both] [--bank N] [--batch B] "
                    "[--denominator reference|paper] [--propagation bfs|concat] "
                    "[--graph random|knn] [--loss-only] [--reps N] [--device cpu|cuda] "
-                   "[--sgd loop|foreach]\n");
+                   "[--sgd loop|foreach] [--checkpoint]\n");
       return 2;
     }
   }
@@ -312,6 +363,16 @@ int main(int argc, char** argv) {
       std::printf("# invariance_loss alone: B=%lld N=%lld D=128 M=4096 P=20, median of %d\n",
                   static_cast<long long>(o.batch), static_cast<long long>(o.bank), o.reps);
       run_loss_only(o);
+      return 0;
+    }
+    if (o.checkpoint) {
+      std::printf("# epoch checkpoint, N=%lld bank rows; ms on the training thread before (serialise) and "
+                  "now (capture), ms of serialisation now in the background; median of %d\n",
+                  static_cast<long long>(o.bank), o.reps);
+      std::printf("%-6s %4s %6s %9s %10s %13s %11s %9s\n", "preset", "thr", "device", "before", "capture",
+                  "capture+sync", "background", "MB");
+      if (o.preset == "paper" || o.preset == "both") run_checkpoint(make_preset("paper"), o);
+      if (o.preset == "cpu" || o.preset == "both") run_checkpoint(make_preset("cpu"), o);
       return 0;
     }
     std::printf("# B=%lld N=%lld M=4096 k=4 hops=3 P=20 denominator=%s propagation=%s graph=%s; "

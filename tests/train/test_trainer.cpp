@@ -8,6 +8,7 @@
 #include <invp/graph/knn_graph.h>
 #include <invp/model/model_io.h>
 #include <invp/train/checkpoint.h>
+#include <invp/train/sgd_step.h>
 #include <invp/train/trainer.h>
 
 #include <gtest/gtest.h>
@@ -323,6 +324,85 @@ TEST(Checkpoint, FullDiskKeepsThePreviousCheckpoint) {
     invp::train::write_checkpoint(path.string(), {3, 0, "{}"}, *net, opt, bank * 2, graph);
   });
   EXPECT_EQ(invp::train::read_checkpoint(path.string()).epoch, 2);
+  fs::remove_all(dir);
+}
+
+// The background writer's snapshot: its bytes are the live state's at capture time, whatever
+// training does afterwards. Checked before the optimiser's first step (no momentum yet), after
+// it (the snapshot creates its buffers) and after another (it copies into them): model.pt bytes
+// equal serialize_model of the live model then, and checkpoint.pt loads into exactly the
+// weights, BatchNorm statistics, momentum, bank, graph and meta that a direct checkpoint gives.
+TEST(Checkpoint, SnapshotHoldsTheStateAtCaptureTime) {
+  using invp::train::momentum_buffer;
+  auto dir = fs::temp_directory_path() / ("invp_ckpt_snap_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  invp::model::EncoderConfig ec{18, "small", 8, 1, "mlp-bn", 32};
+  torch::manual_seed(1);
+  invp::model::Encoder net(ec);
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
+  auto bank = torch::randn({300, 32});
+  auto graph = torch::randint(0, 300, {300, 4}, torch::kLong);
+  auto step = [&] {
+    opt.zero_grad();
+    net->train();
+    net->forward(torch::randn({8, 1, 28, 28})).pow(2).sum().backward();
+    opt.step();
+    bank.mul_(0.5).add_(torch::randn_like(bank));
+    graph.random_(0, 300);
+  };
+  // The snapshot's own initialisation must not move the run's random stream.
+  torch::manual_seed(7);
+  auto expected = torch::rand({4});
+  torch::manual_seed(7);
+  invp::train::CheckpointSnapshot snap(ec, torch::kCPU);
+  EXPECT_TRUE(torch::equal(torch::rand({4}), expected));
+
+  struct Loaded {
+    invp::train::Checkpoint c;
+    invp::model::Encoder n{nullptr};
+    std::unique_ptr<torch::optim::SGD> o;
+    torch::Tensor b, g;
+  };
+  auto load = [&](const std::string& bytes, const std::string& name) {
+    auto path = (dir / name).string();
+    std::ofstream(path, std::ios::binary) << bytes;
+    Loaded l;
+    l.c = invp::train::read_checkpoint(path);
+    l.n = invp::model::Encoder(ec);
+    l.o = std::make_unique<torch::optim::SGD>(l.n->parameters(), torch::optim::SGDOptions(1).momentum(0.9));
+    l.b = torch::zeros_like(bank);
+    l.g = torch::zeros_like(graph);
+    invp::train::load_checkpoint_into(l.c, *l.n, *l.o, l.b, l.g);
+    return l;
+  };
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    invp::train::Checkpoint meta{round + 2, 7 * round, "{\"round\":" + std::to_string(round) + "}"};
+    auto live_model = invp::model::serialize_model(net);
+    auto live_ckpt = invp::train::serialize_checkpoint(meta, *net, opt, bank, graph);
+    snap.capture(meta, *net, opt, bank, graph);
+    step();  // training goes on: the snapshot must not follow it
+    EXPECT_TRUE(snap.model_bytes() == live_model);
+    auto s1 = load(snap.checkpoint_bytes(), "snap.pt"), s2 = load(live_ckpt, "live.pt");
+    EXPECT_EQ(s1.c.epoch, meta.epoch);
+    EXPECT_EQ(s1.c.step, meta.step);
+    EXPECT_EQ(s1.c.config_json, meta.config_json);
+    EXPECT_TRUE(torch::equal(s1.b, s2.b));
+    EXPECT_TRUE(torch::equal(s1.g, s2.g));
+    EXPECT_FALSE(torch::equal(s1.b, bank));
+    auto p1 = s1.n->parameters(), p2 = s2.n->parameters(), bf1 = s1.n->buffers(), bf2 = s2.n->buffers();
+    ASSERT_EQ(p1.size(), p2.size());
+    for (size_t i = 0; i < p1.size(); ++i) {
+      EXPECT_TRUE(torch::equal(p1[i], p2[i])) << i;
+      auto m1 = momentum_buffer(*s1.o, p1[i]), m2 = momentum_buffer(*s2.o, p2[i]);
+      ASSERT_EQ(m1.defined(), m2.defined()) << i;
+      EXPECT_EQ(m1.defined(), round > 0) << i;
+      if (m1.defined()) EXPECT_TRUE(torch::equal(m1, m2)) << i;
+    }
+    ASSERT_EQ(bf1.size(), bf2.size());
+    for (size_t i = 0; i < bf1.size(); ++i) EXPECT_TRUE(torch::equal(bf1[i], bf2[i])) << i;
+  }
   fs::remove_all(dir);
 }
 

@@ -1,6 +1,11 @@
 #include <invp/core/atomic_file.h>
 #include <invp/core/error.h>
 #include <invp/train/checkpoint.h>
+#include <invp/model/model_io.h>
+#include <invp/train/sgd_step.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
 
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -27,6 +32,48 @@ std::string serialize_checkpoint(const Checkpoint& meta, model::EncoderImpl& net
   root.save_to(bytes);
   return bytes.str();
 }
+
+CheckpointSnapshot::CheckpointSnapshot(const model::EncoderConfig& cfg, torch::Device device) {
+  // Building an encoder draws its initial weights from torch's default generator; put its
+  // state back so that owning a snapshot changes nothing else in the run.
+  auto gen = at::detail::getDefaultCPUGenerator();
+  auto rng = gen.get_state();
+  net_ = model::Encoder(cfg);
+  gen.set_state(rng);
+  net_->to(device);
+  opt_ = std::make_unique<torch::optim::SGD>(net_->parameters(), torch::optim::SGDOptions(0));
+}
+
+void CheckpointSnapshot::capture(const Checkpoint& meta, model::EncoderImpl& net, torch::optim::SGD& opt,
+                                 const torch::Tensor& bank, const torch::Tensor& graph) {
+  c10::NoGradGuard no_grad;
+  auto copy_all = [](const std::vector<torch::Tensor>& from, const std::vector<torch::Tensor>& to) {
+    TORCH_CHECK(from.size() == to.size(), "snapshot: the model's tensors do not match");
+    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i], /*non_blocking=*/true);
+  };
+  copy_all(net.parameters(), net_->parameters());
+  copy_all(net.buffers(), net_->buffers());
+  auto& groups = opt.param_groups();
+  auto& mine = opt_->param_groups();
+  TORCH_CHECK(groups.size() == 1 && mine.size() == 1, "snapshot: one parameter group expected");
+  static_cast<torch::optim::SGDOptions&>(mine[0].options()) =
+      static_cast<const torch::optim::SGDOptions&>(groups[0].options());
+  auto params = groups[0].params(), own = mine[0].params();
+  TORCH_CHECK(params.size() == own.size(), "snapshot: the optimiser's parameters do not match");
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto buf = momentum_buffer(opt, params[i]);
+    auto kept = momentum_buffer(*opt_, own[i]);
+    if (buf.defined() && kept.defined()) kept.copy_(buf, /*non_blocking=*/true);
+    else set_momentum_buffer(*opt_, own[i], buf.defined() ? buf.clone() : buf);
+  }
+  if (!bank_.defined() || !bank_.sizes().equals(bank.sizes())) bank_ = torch::empty_like(bank);
+  bank_.copy_(bank, /*non_blocking=*/true);
+  graph_ = graph.clone();
+  meta_ = meta;
+}
+
+std::string CheckpointSnapshot::checkpoint_bytes() { return serialize_checkpoint(meta_, *net_, *opt_, bank_, graph_); }
+std::string CheckpointSnapshot::model_bytes() { return model::serialize_model(net_); }
 
 void write_checkpoint(const std::string& path, const Checkpoint& meta, model::EncoderImpl& net,
                       torch::optim::SGD& opt, const torch::Tensor& bank, const torch::Tensor& graph) {

@@ -8,6 +8,7 @@
 #include <torch/optim/sgd.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace invp::train {
@@ -24,6 +25,28 @@ struct Checkpoint {
 // The archive's bytes (tensors on a GPU are copied to the host), then written atomically.
 std::string serialize_checkpoint(const Checkpoint& meta, model::EncoderImpl& net, torch::optim::SGD& opt,
                                  const torch::Tensor& bank, const torch::Tensor& graph);
+
+// A second copy of everything a checkpoint and model.pt hold (weights, BatchNorm statistics,
+// optimiser options and momentum, bank, graph) on the training device. capture() fills it with
+// device-side copies (on a GPU queued, not waited for; on a CPU a memcpy), so that the slow
+// part of a checkpoint (the copy to the host and the archive) can run on another thread while
+// training goes on. The bytes are what serialize_checkpoint / serialize_model give for the
+// state at capture time. Not thread-safe: serialise one capture before taking the next.
+class CheckpointSnapshot {
+ public:
+  CheckpointSnapshot(const model::EncoderConfig& cfg, torch::Device device);
+  void capture(const Checkpoint& meta, model::EncoderImpl& net, torch::optim::SGD& opt, const torch::Tensor& bank,
+               const torch::Tensor& graph);
+  std::string checkpoint_bytes();
+  std::string model_bytes();
+
+ private:
+  model::Encoder net_{nullptr};
+  std::unique_ptr<torch::optim::SGD> opt_;
+  torch::Tensor bank_, graph_;
+  Checkpoint meta_;
+};
+
 void write_checkpoint(const std::string& path, const Checkpoint& meta, model::EncoderImpl& net,
                       torch::optim::SGD& opt, const torch::Tensor& bank, const torch::Tensor& graph);
 // Reads the metadata; throws invp::Error for a missing or corrupt file.

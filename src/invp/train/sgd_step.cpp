@@ -26,24 +26,42 @@ typename Map::key_type state_key(const Map&, const at::Tensor& p) {
 }
 }  // namespace
 
+at::Tensor momentum_buffer(torch::optim::SGD& opt, const at::Tensor& p) {
+  auto& state = opt.state();
+  auto it = state.find(state_key(state, p));
+  if (it == state.end()) return {};
+  return static_cast<torch::optim::SGDParamState&>(*it->second).momentum_buffer();
+}
+
+void set_momentum_buffer(torch::optim::SGD& opt, const at::Tensor& p, const at::Tensor& buf) {
+  auto& state = opt.state();
+  auto key = state_key(state, p);
+  if (!buf.defined()) {
+    state.erase(key);
+    return;
+  }
+  auto st = std::make_unique<torch::optim::SGDParamState>();
+  st->momentum_buffer(buf);
+  state[key] = std::move(st);
+}
+
 bool foreach_sgd_step(torch::optim::SGD& opt) {
   struct Group {
     std::vector<at::Tensor> params, grads, bufs;
     const torch::optim::SGDOptions* o;
   };
   std::vector<Group> groups;
-  auto& state = opt.state();
   for (auto& g : opt.param_groups()) {
     Group gr;
     gr.o = &static_cast<const torch::optim::SGDOptions&>(g.options());
     if (gr.o->nesterov() || gr.o->momentum() == 0) return false;
     for (auto& p : g.params()) {
       if (!p.grad().defined()) continue;
-      auto it = state.find(state_key(state, p));
-      if (it == state.end()) return false;  // the first step creates the buffers
+      auto buf = momentum_buffer(opt, p);
+      if (!buf.defined()) return false;  // the first step creates the buffers
       gr.params.push_back(p);
       gr.grads.push_back(p.grad());
-      gr.bufs.push_back(static_cast<torch::optim::SGDParamState&>(*it->second).momentum_buffer());
+      gr.bufs.push_back(buf);
     }
     groups.push_back(std::move(gr));
   }

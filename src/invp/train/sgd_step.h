@@ -12,4 +12,9 @@ namespace invp::train {
 // buffer not yet created, i.e. the first step, or Nesterov): then call opt.step() instead.
 bool foreach_sgd_step(torch::optim::SGD& opt);
 
+// The momentum buffer torch::optim::SGD keeps for parameter p (undefined before p's first
+// step), and setting it (an undefined buf removes p's state).
+at::Tensor momentum_buffer(torch::optim::SGD& opt, const at::Tensor& p);
+void set_momentum_buffer(torch::optim::SGD& opt, const at::Tensor& p, const at::Tensor& buf);
+
 }  // namespace invp::train

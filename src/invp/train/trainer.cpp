@@ -191,27 +191,24 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   auto ckpt = (fs::path(s.out) / "checkpoint.pt").string();
   auto model_pt = (fs::path(s.out) / "model.pt").string();
   auto metrics_jsonl = (fs::path(s.out) / "metrics.jsonl").string();
-  auto snapshot = [&] {
-    return serialize_checkpoint({s.epoch, s.step, cfg.to_json()}, *s.net, *s.opt, s.bank->data(),
-                                s.graph.neighbors);
-  };
-  // An epoch's files are serialised here (a consistent snapshot; on a GPU the copy to the host)
-  // and written by `writer` while the next epoch trains: model.pt + model.json, checkpoint.pt,
-  // then the epoch's metrics line, so a line in metrics.jsonl means its checkpoint is on disk.
+  // An epoch's state is copied here into `snap` (device-side copies: a consistent snapshot in
+  // milliseconds) and serialised and written by `writer` while the next epoch trains: model.pt +
+  // model.json, checkpoint.pt, then the epoch's metrics line, so a line in metrics.jsonl means
+  // its checkpoint is on disk.
+  CheckpointSnapshot snap(s.info.encoder, s.device);
   BackgroundJob writer;
   auto save_epoch = [&](EpochMetrics m) {
     auto t = std::chrono::steady_clock::now();
-    auto ckpt_bytes = snapshot();
-    auto model_bytes = model::serialize_model(s.net);
-    writer.wait();  // the previous epoch's files; rethrows its write error
+    writer.wait();  // the previous epoch's files (so `snap` is free); rethrows their write error
+    snap.capture({s.epoch, s.step, cfg.to_json()}, *s.net, *s.opt, s.bank->data(), s.graph.neighbors);
     m.checkpoint = seconds_since(t);
-    writer.submit([&, m, ckpt_bytes = std::move(ckpt_bytes), model_bytes = std::move(model_bytes)]() mutable {
+    writer.submit([&, m]() mutable {
       auto t_write = std::chrono::steady_clock::now();
       // model.pt first: a run killed between the two redoes the epoch from the older
       // checkpoint and rewrites model.pt, while the other order could leave a finished run
       // with the previous epoch's model.pt.
-      model::save_model_bytes(model_bytes, s.info, model_pt);
-      write_file_atomically(ckpt, ckpt_bytes);
+      model::save_model_bytes(snap.model_bytes(), s.info, model_pt);
+      write_file_atomically(ckpt, snap.checkpoint_bytes());
       m.checkpoint_write = seconds_since(t_write);
       std::ofstream(metrics_jsonl, std::ios::app) << metrics_line(m);
     });
@@ -339,7 +336,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   }
   writer.wait();  // every epoch's files are on disk before run() returns
   if (g_stop) {
-    write_file_atomically(ckpt, snapshot());
+    write_checkpoint(ckpt, {s.epoch, s.step, cfg.to_json()}, *s.net, *s.opt, s.bank->data(), s.graph.neighbors);
     log::info("interrupted: checkpoint written at epoch " + std::to_string(s.epoch) + ", step " +
               std::to_string(s.step) + "; rerun the same command to resume");
   }
