@@ -134,17 +134,34 @@ struct StepTimes {
   std::vector<double> forward, backward_opt, propagate, loss_fwd, loss_bwd, bank_update, step;
 };
 
-void run_preset(const Preset& p, const Options& o) {
+model::Encoder seeded_encoder(const Preset& p, torch::Device dev) {
   torch::manual_seed(1);
-  const torch::Device dev(o.device == "cuda" ? torch::kCUDA : torch::kCPU);
-  auto sync = [&] {
-    if (dev.is_cuda()) torch::cuda::synchronize();
-  };
   model::Encoder net(p.enc);
   net->to(dev);
+  return net;
+}
+
+// A preset's encoder (seeded) and its SGD on the bench's device, and a wait for that device.
+struct Rig {
+  torch::Device dev;
+  model::Encoder net;
+  torch::optim::SGD opt;
+  Rig(const Preset& p, const Options& o)
+      : dev(o.device == "cuda" ? torch::kCUDA : torch::kCPU),
+        net(seeded_encoder(p, dev)),
+        opt(net->parameters(), torch::optim::SGDOptions(0.03).momentum(0.9).weight_decay(5e-4)) {}
+  void sync() const {
+    if (dev.is_cuda()) torch::cuda::synchronize();
+  }
+};
+
+void run_preset(const Preset& p, const Options& o) {
+  Rig rig(p, o);
+  auto& net = rig.net;
+  auto& opt = rig.opt;
+  const auto dev = rig.dev;
+  auto sync = [&] { rig.sync(); };
   net->train();
-  torch::optim::SGD opt(net->parameters(),
-                        torch::optim::SGDOptions(0.03).momentum(0.9).weight_decay(5e-4));
   train::MemoryBank bank(o.bank, p.enc.dim, 7);
   bank.data().copy_(normalise_rows(bank.data()));  // a trained bank has unit rows
   auto g = make_graph(bank.data(), 4, o.graph);
@@ -258,14 +275,10 @@ void run_loss_only(const Options& o) {
 }
 
 void run_checkpoint(const Preset& p, const Options& o) {
-  torch::manual_seed(1);
-  const torch::Device dev(o.device == "cuda" ? torch::kCUDA : torch::kCPU);
-  auto sync = [&] {
-    if (dev.is_cuda()) torch::cuda::synchronize();
-  };
-  model::Encoder net(p.enc);
-  net->to(dev);
-  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.03).momentum(0.9).weight_decay(5e-4));
+  Rig rig(p, o);
+  auto& net = rig.net;
+  auto& opt = rig.opt;
+  const auto dev = rig.dev;
   net->forward(torch::randn({8, p.enc.in_channels, p.size, p.size}, dev)).pow(2).sum().backward();
   opt.step();
   auto bank = normalise_rows(torch::randn({o.bank, 128}, dev));
@@ -275,7 +288,7 @@ void run_checkpoint(const Preset& p, const Options& o) {
   std::vector<double> before, capture, capture_sync, background;
   size_t bytes = 0;
   for (int r = 0; r < o.reps + 1; ++r) {
-    sync();
+    rig.sync();
     auto t = Clock::now();
     auto c = train::serialize_checkpoint(meta, *net, opt, bank, graph);
     auto m = model::serialize_model(net);
@@ -284,7 +297,7 @@ void run_checkpoint(const Preset& p, const Options& o) {
     t = Clock::now();
     snap.capture(meta, *net, opt, bank, graph);
     const double b = ms_since(t);
-    sync();
+    rig.sync();
     const double b2 = ms_since(t);
     t = Clock::now();
     auto c2 = snap.checkpoint_bytes();
