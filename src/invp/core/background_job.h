@@ -1,6 +1,6 @@
 // One job at a time on a background thread, in submission order. The trainer hands it the
-// writing of each epoch's checkpoint (bytes already serialised on the training thread), so
-// the next epoch starts while the disk works. A job's exception is kept and rethrown by the
+// serialising and writing of each epoch's checkpoint (from a snapshot taken on the training
+// thread), so the next epoch starts while that work is done. A job's exception is kept and rethrown by the
 // next submit() or wait(): a failed write stops the run at the next epoch's end at the
 // latest, with the write's own message, and the previous file is still in place (writes go
 // through write_file_atomically).

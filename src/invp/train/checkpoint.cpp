@@ -1,7 +1,7 @@
 #include <invp/core/atomic_file.h>
 #include <invp/core/error.h>
-#include <invp/train/checkpoint.h>
 #include <invp/model/model_io.h>
+#include <invp/train/checkpoint.h>
 #include <invp/train/sgd_step.h>
 
 #include <ATen/CPUGeneratorImpl.h>

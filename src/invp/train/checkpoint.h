@@ -22,7 +22,8 @@ struct Checkpoint {
   std::string path;
 };
 
-// The archive's bytes (tensors on a GPU are copied to the host), then written atomically.
+// The archive's bytes (tensors on a GPU are copied to the host); write_checkpoint below
+// writes them atomically.
 std::string serialize_checkpoint(const Checkpoint& meta, model::EncoderImpl& net, torch::optim::SGD& opt,
                                  const torch::Tensor& bank, const torch::Tensor& graph);
 

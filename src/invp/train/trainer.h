@@ -17,8 +17,9 @@ struct EpochMetrics {
   double knn_top1 = -1, knn_top5 = -1;  // −1 when not measured
   double seconds = 0, images_per_second = 0;
   double data_wait = 0, forward = 0, backward = 0, method = 0;  // seconds in the epoch
-  // After the epoch: seconds the training thread spent serialising the checkpoint and model
-  // (and waiting for the previous epoch's write), and seconds the background write took.
+  // After the epoch: seconds the training thread spent waiting for the previous epoch's write
+  // and copying the state into the checkpoint snapshot, and seconds the background thread took
+  // to serialise and write it.
   double checkpoint = 0, checkpoint_write = 0;
   double graph_seconds = 0, graph_mean_similarity = 0, graph_mutual = 0, graph_same_label = -1;
   double graph_features_seconds = 0;  // --graph-features recomputed: the forward pass the graph is built from
