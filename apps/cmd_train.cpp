@@ -62,6 +62,11 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--precision", c.precision,
                 "cuda: tf32 (TF32 tensor cores for convolutions and products; the kNN graph stays "
                 "exact float32) or fp32 (IEEE float32 throughout); ignored on cpu")->capture_default_str();
+  t->add_option("--cuda-graph", c.cuda_graph,
+                "cuda: on (replay the encoder's forward and backward + SGD step from CUDA graphs, "
+                "captured after two eager steps: the GPU no longer waits for LibTorch to launch "
+                "hundreds of small kernels) or off (every op launched eagerly); ignored on cpu")
+      ->capture_default_str();
   t->add_flag("--profile", c.profile,
               "cuda: wait for the GPU at each phase of a step, so metrics.jsonl's per-phase times "
               "(data_wait, forward, backward, bank_graph_loss) are exact; costs some overlap");

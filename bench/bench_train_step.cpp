@@ -6,7 +6,7 @@
 // Usage: bench_train_step [--threads N] [--steps N] [--warmup N] [--preset paper|cpu|both]
 //                         [--bank N] [--batch B] [--denominator reference|paper]
 //                         [--propagation bfs|concat] [--graph random|knn]
-//                         [--loss-only] [--reps N] [--device cpu|cuda] [--sgd loop|foreach]
+//                         [--loss-only] [--reps N] [--device cpu|cuda] [--sgd loop|foreach|graph]
 //                         [--checkpoint]
 //   paper: ResNet-18, small stem, width 64, 3 channels, 32 px, MLP head, D = 128.
 //   cpu:   configs/fashion-mnist.toml: ResNet-18, small stem, width 16, 1 channel, 28 px,
@@ -18,7 +18,11 @@
 //   --device cuda runs model, bank and loss on the GPU and waits for it at each phase boundary
 //   (as `invp train --profile`), so the phase times are GPU times plus exposed launch cost.
 //   --sgd foreach takes train::foreach_sgd_step (multi-tensor kernels; what CUDA training
-//   uses) instead of torch::optim::SGD::step (one small kernel per op and parameter).
+//   uses) instead of torch::optim::SGD::step (one small kernel per op and parameter); --sgd
+//   graph replays the encoder's forward and backward + SGD from CUDA graphs (train::GraphedStep,
+//   what `invp train` does on a GPU; eager on the CPU). After the timed steps the same number
+//   run again without waiting at the phases: free_step is their mean, the step time a run sees
+//   when the host queues work ahead of the GPU.
 //   --loss-only times invariance_loss alone (forward, forward+backward) for both
 //   denominators, median of --reps runs.
 //   --checkpoint times an epoch's checkpoint (model + momentum + bank + graph, as the trainer
@@ -32,6 +36,7 @@
 #include <invp/model/encoder.h>
 #include <invp/model/model_io.h>
 #include <invp/train/checkpoint.h>
+#include <invp/train/graphed_step.h>
 #include <invp/train/invariance_loss.h>
 #include <invp/train/memory_bank.h>
 #include <invp/train/sgd_step.h>
@@ -43,6 +48,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -170,66 +176,71 @@ void run_preset(const Preset& p, const Options& o) {
   auto cfg = loss_config(o.denominator);
   const int64_t B = o.batch;
 
-  StepTimes t;
-  for (int s = 0; s < o.warmup + o.steps; ++s) {
-    auto images = torch::randn({B, p.enc.in_channels, p.size, p.size}).to(dev);
+  // --sgd graph: the encoder's half replayed from CUDA graphs (train::GraphedStep, as `invp
+  // train` on a GPU); on the CPU it runs eagerly.
+  std::unique_ptr<train::GraphedStep> graphed;
+  if (o.sgd == "graph") graphed = std::make_unique<train::GraphedStep>(net, opt);
+  // One step; with `times` it waits for the device at each phase boundary and records them.
+  auto one_step = [&](StepTimes* times) {
+    // Drawn on the device: a host draw and copy would cost the host more than a GPU step.
+    auto images = torch::randn({B, p.enc.in_channels, p.size, p.size}, torch::TensorOptions().device(dev));
     auto indices = torch::randperm(o.bank, torch::kLong).narrow(0, 0, B).contiguous();
     auto ids = indices.to(dev);
-    sync();
-    auto t_step = Clock::now();
-
-    auto t0 = Clock::now();
-    auto z = normalise_rows(net->forward(images));
-    sync();
-    const double fwd = ms_since(t0);
-
-    t0 = Clock::now();
+    auto phase = [&](Clock::time_point& t0) {
+      if (!times) return 0.0;
+      sync();
+      const double ms = ms_since(t0);
+      t0 = Clock::now();
+      return ms;
+    };
+    if (times) sync();
+    auto t_step = Clock::now(), t0 = t_step;
+    auto z = graphed ? graphed->forward(images) : normalise_rows(net->forward(images));
+    const double fwd = phase(t0);
     auto propagated = graph::propagate(g, indices, 3, mode).to(dev);
-    sync();
-    const double prop = ms_since(t0);
-
-    t0 = Clock::now();
+    const double prop = phase(t0);
     auto zl = z.detach().requires_grad_(true);
     auto loss = train::invariance_loss(zl, bank.data(), ids, propagated, 0.6, cfg);
-    sync();
-    const double lf = ms_since(t0);
-
-    t0 = Clock::now();
+    const double lf = phase(t0);
     loss.total.backward();
-    sync();
-    const double lb = ms_since(t0);
-
-    t0 = Clock::now();
-    opt.zero_grad();
-    z.backward(zl.grad());
-    if (!(o.sgd == "foreach" && train::foreach_sgd_step(opt))) opt.step();
-    sync();
-    const double bwd = ms_since(t0);
-
-    t0 = Clock::now();
+    const double lb = phase(t0);
+    if (graphed) {
+      graphed->backward_and_step(zl.grad());
+    } else {
+      opt.zero_grad();
+      z.backward(zl.grad());
+      if (!(o.sgd == "foreach" && train::foreach_sgd_step(opt))) opt.step();
+    }
+    const double bwd = phase(t0);
     bank.update(ids, z.detach(), 0.5f);
-    sync();
-    const double bu = ms_since(t0);
-    const double step = ms_since(t_step);
-    (void)loss.total.item<double>();
-
-    if (s < o.warmup) continue;
-    t.forward.push_back(fwd);
-    t.backward_opt.push_back(bwd);
-    t.propagate.push_back(prop);
-    t.loss_fwd.push_back(lf);
-    t.loss_bwd.push_back(lb);
-    t.bank_update.push_back(bu);
-    t.step.push_back(step);
-  }
+    const double bu = phase(t0);
+    if (!times) return;
+    times->forward.push_back(fwd);
+    times->backward_opt.push_back(bwd);
+    times->propagate.push_back(prop);
+    times->loss_fwd.push_back(lf);
+    times->loss_bwd.push_back(lb);
+    times->bank_update.push_back(bu);
+    times->step.push_back(ms_since(t_step));
+  };
+  StepTimes t, warm;
+  for (int s = 0; s < o.warmup; ++s) one_step(&warm);
+  for (int s = 0; s < o.steps; ++s) one_step(&t);
+  // Free-running: the same steps without waiting at the phases, as training runs them (on a
+  // GPU the host queues work ahead; this is the step time a run sees).
+  sync();
+  auto t_free = Clock::now();
+  for (int s = 0; s < o.steps; ++s) one_step(nullptr);
+  sync();
+  const double free_step = ms_since(t_free) / o.steps;
 
   const double f = median(t.forward), b = median(t.backward_opt), pr = median(t.propagate),
                lf = median(t.loss_fwd), lb = median(t.loss_bwd), bu = median(t.bank_update),
                st = median(t.step);
   const double method = pr + lf + lb + bu;
-  std::printf("%-6s %4d %5d %9.1f %9.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9.1f %6.1f%% %8.1f\n",
+  std::printf("%-6s %4d %5d %9.1f %9.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9.1f %6.1f%% %8.1f %9.1f %8.1f\n",
               p.name.c_str(), thread_budget(), o.steps, f, b, pr, lf, lb, bu, method, st,
-              100.0 * (f + b) / st, 1000.0 * double(B) / st);
+              100.0 * (f + b) / st, 1000.0 * double(B) / st, free_step, 1000.0 * double(B) / free_step);
   std::fflush(stdout);
 }
 
@@ -353,7 +364,7 @@ int main(int argc, char** argv) {
                    "[--preset paper|cpu|both] [--bank N] [--batch B] "
                    "[--denominator reference|paper] [--propagation bfs|concat] "
                    "[--graph random|knn] [--loss-only] [--reps N] [--device cpu|cuda] "
-                   "[--sgd loop|foreach] [--checkpoint]\n");
+                   "[--sgd loop|foreach|graph] [--checkpoint]\n");
       return 2;
     }
   }
@@ -361,8 +372,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_train_step: --preset must be paper, cpu or both\n");
     return 2;
   }
-  if ((o.device != "cpu" && o.device != "cuda") || (o.sgd != "loop" && o.sgd != "foreach")) {
-    std::fprintf(stderr, "bench_train_step: --device must be cpu or cuda, --sgd loop or foreach\n");
+  if ((o.device != "cpu" && o.device != "cuda") || (o.sgd != "loop" && o.sgd != "foreach" && o.sgd != "graph")) {
+    std::fprintf(stderr, "bench_train_step: --device must be cpu or cuda, --sgd loop, foreach or graph\n");
     return 2;
   }
   if (o.device == "cuda" && !torch::cuda::is_available()) {
@@ -395,9 +406,9 @@ int main(int argc, char** argv) {
                 o.sgd.c_str(), o.steps, o.warmup);
     std::printf("# method = propagate + loss fwd + loss bwd + bank update; "
                 "fwd+bwd%% = (forward + backward/opt) / step\n");
-    std::printf("%-6s %4s %5s %9s %9s %8s %8s %8s %8s %8s %9s %7s %8s\n", "preset", "thr",
+    std::printf("%-6s %4s %5s %9s %9s %8s %8s %8s %8s %8s %9s %7s %8s %9s %8s\n", "preset", "thr",
                 "steps", "forward", "bwd+opt", "propag", "loss_f", "loss_b", "bank_up",
-                "method", "step", "fwd+bwd", "img/s");
+                "method", "step", "fwd+bwd", "img/s", "free_step", "img/s");
     if (o.preset == "paper" || o.preset == "both") run_preset(make_preset("paper"), o);
     if (o.preset == "cpu" || o.preset == "both") run_preset(make_preset("cpu"), o);
   } catch (const std::exception& e) {

@@ -70,3 +70,35 @@ TEST(ForeachSgd, DeclinesNesterovAndNoMomentum) {
   torch::optim::SGD plain(p, torch::optim::SGDOptions(0.1));
   EXPECT_FALSE(invp::train::foreach_sgd_step(plain));
 }
+
+// The overload a CUDA graph captures takes the gradients as a list (p.grad() stays unset): the
+// same step, bitwise, as reading them from p.grad(); a list of the wrong length changes nothing.
+TEST(ForeachSgd, GivenGradientsMatchTheGradFields) {
+  auto a = make_params(5), b = make_params(5);
+  auto opts = torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(5e-4);
+  torch::optim::SGD ref(a, opts), given(b, opts);
+  for (int step = 0; step < 4; ++step) {
+    set_grads(a, step);
+    std::vector<torch::Tensor> grads;
+    for (auto& p : a) grads.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
+    if (step == 0) {  // no momentum buffers yet: declined, then both take torch's first step
+      EXPECT_FALSE(invp::train::foreach_sgd_step(given, grads));
+      for (size_t i = 0; i < b.size(); ++i) b[i].mutable_grad() = grads[i];
+      ref.step();
+      given.step();
+      for (auto& p : b) p.mutable_grad() = torch::Tensor();
+      continue;
+    }
+    ASSERT_TRUE(invp::train::foreach_sgd_step(ref));
+    auto before = b[0].clone();
+    std::vector<torch::Tensor> short_list(grads.begin(), grads.end() - 1);
+    EXPECT_FALSE(invp::train::foreach_sgd_step(given, short_list));
+    EXPECT_TRUE(torch::equal(before, b[0]));
+    ASSERT_TRUE(invp::train::foreach_sgd_step(given, grads));
+    for (auto& p : b) EXPECT_FALSE(p.grad().defined());
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a[i], b[i])) << "param " << i;
+    EXPECT_FALSE(torch::equal(a[i], make_params(5)[i])) << "param " << i << " never moved";
+  }
+}

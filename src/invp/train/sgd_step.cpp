@@ -45,26 +45,32 @@ void set_momentum_buffer(torch::optim::SGD& opt, const at::Tensor& p, const at::
   state[key] = std::move(st);
 }
 
-bool foreach_sgd_step(torch::optim::SGD& opt) {
+namespace {
+// grads: nullptr reads p.grad(); else one entry per parameter of opt's groups, in order.
+bool sgd_step(torch::optim::SGD& opt, const std::vector<at::Tensor>* grads) {
   struct Group {
     std::vector<at::Tensor> params, grads, bufs;
     const torch::optim::SGDOptions* o;
   };
   std::vector<Group> groups;
+  size_t i = 0;
   for (auto& g : opt.param_groups()) {
     Group gr;
     gr.o = &static_cast<const torch::optim::SGDOptions&>(g.options());
     if (gr.o->nesterov() || gr.o->momentum() == 0) return false;
     for (auto& p : g.params()) {
-      if (!p.grad().defined()) continue;
+      if (grads && i >= grads->size()) return false;
+      const at::Tensor grad = grads ? (*grads)[i++] : p.grad();
+      if (!grad.defined()) continue;
       auto buf = momentum_buffer(opt, p);
       if (!buf.defined()) return false;  // the first step creates the buffers
       gr.params.push_back(p);
-      gr.grads.push_back(p.grad());
+      gr.grads.push_back(grad);
       gr.bufs.push_back(buf);
     }
     groups.push_back(std::move(gr));
   }
+  if (grads && i != grads->size()) return false;
   c10::NoGradGuard no_grad;
   for (auto& g : groups) {
     if (g.params.empty()) continue;
@@ -76,6 +82,12 @@ bool foreach_sgd_step(torch::optim::SGD& opt) {
     at::_foreach_add_(g.params, g.bufs, -o.lr());
   }
   return true;
+}
+}  // namespace
+
+bool foreach_sgd_step(torch::optim::SGD& opt) { return sgd_step(opt, nullptr); }
+bool foreach_sgd_step(torch::optim::SGD& opt, const std::vector<at::Tensor>& grads) {
+  return sgd_step(opt, &grads);
 }
 
 }  // namespace invp::train

@@ -6,11 +6,19 @@
 #pragma once
 #include <torch/optim/sgd.h>
 
+#include <vector>
+
 namespace invp::train {
 
 // Applies one step and returns true; returns false, changing nothing, when it cannot (a
 // buffer not yet created, i.e. the first step, or Nesterov): then call opt.step() instead.
 bool foreach_sgd_step(torch::optim::SGD& opt);
+
+// The same step with the gradients given instead of read from p.grad(): grads[i] belongs to
+// the i-th parameter of opt's groups in order (an undefined one skips its parameter). This is
+// the step a CUDA graph captures (graphed_step.h), where the gradients are the captured
+// backward's outputs and .grad() is never written.
+bool foreach_sgd_step(torch::optim::SGD& opt, const std::vector<at::Tensor>& grads);
 
 // The momentum buffer torch::optim::SGD keeps for parameter p (undefined before p's first
 // step), and setting it (an undefined buf removes p's state).

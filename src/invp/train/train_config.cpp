@@ -12,7 +12,7 @@ using nlohmann::json;
   X(background) X(knn) X(hops) X(hard_positives) X(lambda) X(warmup) X(bank_momentum) X(ramp)  \
   X(denominator) X(propagation) X(graph) X(loss) X(lr) X(momentum) X(weight_decay)            \
   X(schedule) X(batch_size) X(seed)
-#define INVP_TRAIN_RUN(X) X(test_data) X(epochs) X(knn_every) X(workers) X(device) X(precision) X(profile)
+#define INVP_TRAIN_RUN(X) X(test_data) X(epochs) X(knn_every) X(workers) X(device) X(precision) X(profile) X(cuda_graph)
 
 // Keys added after configs were first hashed: they join the hash only when they differ from
 // their default, so checkpoints written before they existed still resume.
@@ -55,6 +55,7 @@ void TrainConfig::validate() const {
   one_of("schedule", schedule, {"cosine", "step"});
   one_of("device", device, {"cpu", "cuda"});
   one_of("precision", precision, {"tf32", "fp32"});
+  one_of("cuda-graph", cuda_graph, {"on", "off"});
   if (epochs < 1 || batch_size < 1 || knn < 1 || hops < 1 || hard_positives < 1 || background < 1)
     throw Error("", "epochs, batch-size, knn, hops, hard-positives and background must be >= 1");
   if (tau <= 0) throw Error("", "--tau must be positive");

@@ -55,6 +55,9 @@ struct TrainConfig {
   uint64_t seed = 0;
   std::string device = "cpu";
   std::string precision = "tf32";  // cuda: tf32 (TF32 convolutions and products) | fp32
+  // cuda: on replays the encoder's forward and backward + SGD step from CUDA graphs (captured
+  // after two eager steps and again when the learning rate changes; graphed_step.h) | off
+  std::string cuda_graph = "on";
   bool profile = false;            // cuda: synchronise at each phase so the times are exact
 
   void validate() const;                 // throws invp::Error naming the bad key

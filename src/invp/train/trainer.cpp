@@ -11,6 +11,7 @@
 #include <invp/graph/propagate.h>
 #include <invp/model/model_io.h>
 #include <invp/train/checkpoint.h>
+#include <invp/train/graphed_step.h>
 #include <invp/train/invariance_loss.h>
 #include <invp/train/memory_bank.h>
 #include <invp/train/schedule.h>
@@ -229,6 +230,11 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     if (!cuda) return t;
     return (t.is_pinned() ? t : t.pin_memory()).to(s.device, /*non_blocking=*/true);
   };
+  auto to_device_pinned = [&](const torch::Tensor& t) { return t.is_pinned() ? t : t.pin_memory(); };
+  // On a GPU the encoder's half of the step is replayed from CUDA graphs (graphed_step.h); the
+  // method's half stays eager. Created here, after any checkpoint was loaded into the model.
+  std::unique_ptr<GraphedStep> graphed;
+  if (cuda && cfg.cuda_graph == "on" && cuda_graphs_built()) graphed = std::make_unique<GraphedStep>(s.net, *s.opt);
   int last = until_epoch > 0 ? std::min(until_epoch, cfg.epochs) : cfg.epochs;
   for (; s.epoch <= last && !g_stop; ) {
     EpochMetrics m;
@@ -273,7 +279,10 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       if (!batch) break;
       auto t1 = std::chrono::steady_clock::now();
       auto ids = to_device(batch->indices);
-      auto z = normalise_rows(s.net->forward(to_device(batch->images)));
+      // The graphed step takes the pinned batch itself (one copy into its static input).
+      auto z = graphed ? graphed->forward(cuda ? to_device_pinned(batch->images) : batch->images)
+                       : normalise_rows(s.net->forward(to_device(batch->images)));
+      auto zl = graphed ? z.detach().requires_grad_(true) : z;  // the loss's leaf when graphed
       phase_end();
       m.forward += seconds_since(t1);
       auto t2 = std::chrono::steady_clock::now();
@@ -283,13 +292,17 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       if (propagated.defined() && cfg.positives == "oracle")
         propagated = graph::keep_same_label(propagated, batch->indices, s.labels);
       if (propagated.defined()) propagated = to_device(propagated);
-      auto loss = invariance_loss(z, s.bank->data(), ids, propagated, inv_weight, step_loss);
+      auto loss = invariance_loss(zl, s.bank->data(), ids, propagated, inv_weight, step_loss);
       phase_end();
       m.method += seconds_since(t2);
       auto t3 = std::chrono::steady_clock::now();
-      s.opt->zero_grad();
-      loss.total.backward();
-      if (!(cuda && foreach_sgd_step(*s.opt))) s.opt->step();  // the GPU takes the fused step
+      if (graphed) {
+        graphed->backward_and_step(torch::autograd::grad({loss.total}, {zl})[0]);
+      } else {
+        s.opt->zero_grad();
+        loss.total.backward();
+        if (!(cuda && foreach_sgd_step(*s.opt))) s.opt->step();  // the GPU takes the fused step
+      }
       phase_end();
       m.backward += seconds_since(t3);
       auto t4 = std::chrono::steady_clock::now();
