@@ -22,6 +22,13 @@ if [ ! -d "$deps/root" ]; then
   fi
 fi
 root=$deps/root
+# FAISS's GPU kNN search is compiled from Debian's FAISS source when it was carried
+# (gpu_bundle.sh; INVP_NO_FAISS_GPU=1 leaves it out).
+faiss_args=()
+if [ -z "${INVP_NO_FAISS_GPU:-}" ] && [ -f .gpu-deps/faiss_1.7.3.orig.tar.gz ]; then
+  [ -d "$deps/faiss-1.7.3" ] || tar -C "$deps" -xzf .gpu-deps/faiss_1.7.3.orig.tar.gz
+  faiss_args+=(-DINVP_FAISS_GPU_SOURCE="$deps/faiss-1.7.3" -DINVP_CUDA_ARCHITECTURES=90)
+fi
 L=$root/usr/lib/x86_64-linux-gnu
 # Debian's FAISS package names the system BLAS by absolute path; here it lives in the tree.
 sed -i "s#/usr/lib/x86_64-linux-gnu/libblas.so#$L/openblas-openmp/libblas.so#g;
@@ -59,10 +66,12 @@ export LD_LIBRARY_PATH="$libpath:${LD_LIBRARY_PATH:-}"
 stdcxx=$(ldconfig -p | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}')
 torch_prefix=${TORCH_PREFIX:-$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')}
 cuda_args=()
-if [ -d /usr/local/cuda ]; then cuda_args+=(-DCUDAToolkit_ROOT=/usr/local/cuda); fi
+if [ -d /usr/local/cuda ]; then
+  cuda_args+=(-DCUDAToolkit_ROOT=/usr/local/cuda -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
+fi
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DINVP_BUILD_TESTS=ON -DINVP_BUILD_BENCH=ON \
   -DCMAKE_PREFIX_PATH="$torch_prefix;$root/usr;$L/cmake;$root/usr/share/cmake" \
-  -DCMAKE_MODULE_PATH="$deps/cmake" -DTORCH_CUDA_ARCH_LIST=9.0 "${cuda_args[@]}" \
+  -DCMAKE_MODULE_PATH="$deps/cmake" -DTORCH_CUDA_ARCH_LIST=9.0 "${cuda_args[@]}" "${faiss_args[@]}" \
   -DXXHASH_INCLUDE_DIR="$root/usr/include" -DXXHASH_LIBRARY="$L/libxxhash.so" \
   -DZLIB_INCLUDE_DIR="$root/usr/include" \
   -DCMAKE_EXE_LINKER_FLAGS="-Wl,--no-as-needed $stdcxx -Wl,--as-needed -Wl,-rpath-link,$libpath"

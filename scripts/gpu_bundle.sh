@@ -13,6 +13,8 @@
 # the ones not carried, so gpu_build.sh writes small Find modules instead.
 #   .gpu-deps/deps.tar.xz   that tree, xz -9e (about 52 MB: one device call carries it; xz
 #                           because every image has xz or Python's lzma, not always zstd)
+#   .gpu-deps/faiss_1.7.3.orig.tar.gz  Debian's FAISS source (the installed version, 0.8 MB): the
+#                           CUDA build compiles FAISS's GPU kNN search from it (cmake/faiss_gpu.cmake)
 #   .gpu-deps/fashion-mnist/ the default data set, for timed training runs there (30 MB; carry
 #                           it in a second call: both together exceed a call's 64 MiB)
 # Usage: bash scripts/gpu_bundle.sh
@@ -72,4 +74,15 @@ tar -C "$out" -cf - root | xz -9e -T0 > "$out/deps.tar.xz"
 rm -rf "$out/root" "$keep"
 mkdir -p "$out/fashion-mnist"
 cp /usr/share/datasets/fashion-mnist/*.gz "$out/fashion-mnist/"
-ls -l "$out/deps.tar.xz" "$out/fashion-mnist"
+# The FAISS source package, through a private deb-src list (the system's lists stay as they are).
+src=$(mktemp -d)
+mkdir -p "$src/parts" "$src/lists/partial"
+sed -n '/^URIs:/p;/^Signed-By:/p' /etc/apt/sources.list.d/debian.sources | head -n 2 > "$src/head"
+{ echo "Types: deb-src"; grep '^URIs:' "$src/head"; echo "Suites: bookworm"; echo "Components: main"
+  grep '^Signed-By:' "$src/head"; } > "$src/parts/src.sources"
+o=(-o Dir::Etc::SourceParts="$src/parts" -o Dir::Etc::SourceList=/dev/null -o Dir::State::Lists="$src/lists")
+apt-get "${o[@]}" update > /dev/null
+(cd "$src" && apt-get "${o[@]}" source --download-only faiss > /dev/null 2>&1)
+cp "$src"/faiss_1.7.3.orig.tar.gz "$out/"
+rm -rf "$src"
+ls -l "$out/deps.tar.xz" "$out/faiss_1.7.3.orig.tar.gz" "$out/fashion-mnist"

@@ -299,3 +299,32 @@ TEST(KnnGraph, CudaGraphMatchesCpuFaiss) {
   at::globalContext().setAllowTF32CuBLAS(false);
   EXPECT_GE(neighbour_set_agreement(f, g), 0.999);
 }
+
+// FAISS's GPU search (a CUDA build configured with INVP_FAISS_GPU_SOURCE) against the LibTorch
+// GPU path on the same bank: the same neighbour sets (ties aside) and similarities, self
+// excluded even among exact twins, k limited by FAISS's selection; and it is what build() uses.
+TEST(KnnGraph, FaissGpuMatchesTensorOps) {
+  EXPECT_THROW(KnnGraph::build_faiss_gpu(normalised(100, 8, 1), 4), invp::Error) << "a CPU bank";
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!KnnGraph::faiss_gpu_built()) GTEST_SKIP() << "this build has no FAISS GPU search";
+  auto bank = normalised(20000, 64, 13).to(at::kCUDA);
+  auto f = KnnGraph::build_faiss_gpu(bank, 4);
+  auto t = KnnGraph::build_tensor_ops(bank, 4);
+  ASSERT_EQ(f.neighbors.sizes(), t.neighbors.sizes());
+  EXPECT_TRUE(f.neighbors.device().is_cpu());
+  EXPECT_GE(neighbour_set_agreement(f, t), 0.999);
+  EXPECT_TRUE(at::allclose(f.similarities, t.similarities, 1e-5, 1e-5));
+  auto ar = at::arange(20000, at::kLong).unsqueeze(1);
+  EXPECT_FALSE(f.neighbors.eq(ar).any().item<bool>()) << "self must be excluded";
+  // Most similar first, and each similarity is its edge's inner product.
+  EXPECT_TRUE((f.similarities.narrow(1, 0, 3) >= f.similarities.narrow(1, 1, 3)).all().item<bool>());
+  auto cpu = bank.cpu();
+  auto dots = (cpu.unsqueeze(1) * cpu.index_select(0, f.neighbors.reshape(-1)).view({20000, 4, 64})).sum(2);
+  EXPECT_TRUE(at::allclose(dots, f.similarities, 1e-5, 1e-5));
+  auto b = KnnGraph::build(bank, 4);
+  EXPECT_TRUE(at::equal(b.neighbors, f.neighbors)) << "build() takes FAISS GPU when it is built";
+  auto twins = at::cat({bank.slice(0, 0, 10), bank.slice(0, 0, 10)});
+  auto tg = KnnGraph::build_faiss_gpu(twins, 1);
+  for (int64_t i = 0; i < 10; ++i) EXPECT_EQ(tg.neighbors[i][0].item<int64_t>(), i + 10);
+  EXPECT_THROW(KnnGraph::build_faiss_gpu(bank, 2048), invp::Error);
+}

@@ -6,6 +6,16 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#ifdef INVP_WITH_FAISS_GPU
+#include <cstdint>  // before FAISS 1.7.3's headers (GCC 13)
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <faiss/gpu/GpuDistance.h>
+#include <faiss/gpu/StandardGpuResources.h>
+
+#include <mutex>
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -23,6 +33,8 @@ void check_ids(const at::Tensor& ids, int64_t n, const char* what) {
                         std::to_string(n) + "): min " + std::to_string(lo) + ", max " +
                         std::to_string(hi));
 }
+
+constexpr int kFaissGpuMaxK = 2048;  // GPU_MAX_SELECTION_K of FAISS 1.7.3's GPU code
 
 void check_bank(const at::Tensor& bank) {
   if (!bank.defined() || bank.dim() != 2)
@@ -46,13 +58,17 @@ KnnGraph timed(Search search) {
 
 KnnGraph KnnGraph::build(const at::Tensor& bank, int k, int64_t tile_rows) {
   check_bank(bank);
-  if (!bank.device().is_cpu()) return build_tensor_ops(bank, k, tile_rows);
+  if (!bank.device().is_cpu()) {
+    if (faiss_gpu_built() && bank.device().is_cuda() && k >= 1 && k < kFaissGpuMaxK)
+      return build_faiss_gpu(bank, k);
+    return build_tensor_ops(bank, k, tile_rows);
+  }
   return timed([&] { return index::knn_inner_product(bank, bank, k, /*exclude_self=*/true, tile_rows); });
 }
 
 KnnGraph KnnGraph::build_ivf(const at::Tensor& bank, int k, int64_t probes, uint64_t seed) {
   check_bank(bank);
-  if (!bank.device().is_cpu()) return build_tensor_ops(bank, k);
+  if (!bank.device().is_cpu()) return build(bank, k);  // exact on the GPU
   index::IvfKnnOptions opt;
   opt.probes = probes;
   opt.seed = seed;
@@ -95,6 +111,69 @@ KnnGraph KnnGraph::build_tensor_ops(const at::Tensor& bank, int k, int64_t tile_
   g.build_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return g;
+}
+
+bool KnnGraph::faiss_gpu_built() {
+#ifdef INVP_WITH_FAISS_GPU
+  return true;
+#else
+  return false;
+#endif
+}
+
+KnnGraph KnnGraph::build_faiss_gpu(const at::Tensor& bank, int k) {
+  if (!bank.defined() || bank.dim() != 2 || !at::isFloatingType(bank.scalar_type()) || !bank.device().is_cuda())
+    throw Error("", "kNN graph: FAISS GPU needs a 2-D floating-point N×D tensor on a CUDA device");
+  const int64_t n = bank.size(0);
+  if (k < 1 || k > n - 1 || k + 1 > kFaissGpuMaxK)
+    throw Error("", "kNN graph: FAISS GPU needs 1 ≤ k ≤ N−1 and k < " + std::to_string(kFaissGpuMaxK) +
+                        ", got k=" + std::to_string(k) + ", N=" + std::to_string(n));
+#ifdef INVP_WITH_FAISS_GPU
+  if (n > std::numeric_limits<int>::max()) throw Error("", "kNN graph: FAISS GPU takes at most 2^31−1 rows");
+  const auto t0 = std::chrono::steady_clock::now();
+  c10::NoGradGuard ng;
+  c10::cuda::CUDAGuard on_device(bank.device());
+  const int dev = bank.device().index();
+  // One resource object (cuBLAS handle, scratch memory) for the process, on LibTorch's current
+  // stream so the search is ordered with the bank's updates. Never freed: destroying it after
+  // the CUDA runtime has shut down at exit aborts inside FAISS.
+  static std::mutex mu;
+  static faiss::gpu::StandardGpuResources* res = nullptr;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!res) res = new faiss::gpu::StandardGpuResources();
+  res->setDefaultStream(dev, at::cuda::getCurrentCUDAStream(dev).stream());
+  auto v = bank.to(at::kFloat).contiguous();
+  const int kk = k + 1;  // the row itself comes back too
+  auto dist = at::empty({n, kk}, v.options());
+  auto ids = at::empty({n, kk}, v.options().dtype(at::kLong));
+  faiss::gpu::GpuDistanceParams p;
+  p.metric = faiss::METRIC_INNER_PRODUCT;
+  p.k = kk;
+  p.dims = int(v.size(1));
+  p.vectors = v.data_ptr<float>();
+  p.vectorType = faiss::gpu::DistanceDataType::F32;
+  p.vectorsRowMajor = true;
+  p.numVectors = int(n);
+  p.queries = v.data_ptr<float>();
+  p.queryType = faiss::gpu::DistanceDataType::F32;
+  p.queriesRowMajor = true;
+  p.numQueries = int(n);
+  p.outDistances = dist.data_ptr<float>();
+  p.outIndicesType = faiss::gpu::IndicesDataType::I64;
+  p.outIndices = ids.data_ptr<int64_t>();
+  faiss::gpu::bfKnn(res, p);
+  // Drop each row's own entry (first, unless an exact twin tied with it); a row whose own
+  // entry was crowded out by ties drops its last one. A stable sort moves it to the end.
+  auto self = ids.eq(at::arange(n, ids.options()).unsqueeze(1)).to(at::kInt);
+  auto order = std::get<1>(at::sort(self, /*stable=*/true, /*dim=*/1, /*descending=*/false)).narrow(1, 0, k);
+  KnnGraph g;
+  g.neighbors = ids.gather(1, order).to(at::kCPU);
+  g.similarities = dist.gather(1, order).to(at::kCPU);
+  g.build_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return g;
+#else
+  throw Error("", "kNN graph: this build has no FAISS GPU search (configure with INVP_FAISS_GPU_SOURCE)");
+#endif
 }
 
 KnnGraph KnnGraph::zeros(int64_t n, int k) {

@@ -32,8 +32,9 @@ class KnnGraph {
 
   // Exact kNN graph of the bank (self excluded) through index::knn_inner_product.
   // Requires 1 ≤ k ≤ N−1; throws invp::Error otherwise.
-  // A bank on a GPU goes to build_tensor_ops, so the graph of a CUDA run is built where the
-  // bank lives (its neighbour lists are then copied to the host, N·k int64, for propagation).
+  // A bank on a GPU is searched where it lives (its neighbour lists are then copied to the
+  // host, N·k int64, for propagation): by build_faiss_gpu when this build has FAISS's GPU
+  // search and k < 2048, else by build_tensor_ops.
   static KnnGraph build(const at::Tensor& bank, int k, int64_t tile_rows = 4096);
 
   // Approximate graph through index::knn_self_ivf (k-means cells, `probes` searched per row):
@@ -44,6 +45,13 @@ class KnnGraph {
   // The same exact graph with LibTorch on the bank's device: tile_rows rows at a time, a
   // tile × N matmul, the self entry masked, top-k. Results on the host like build's.
   static KnnGraph build_tensor_ops(const at::Tensor& bank, int k, int64_t tile_rows = 4096);
+
+  // The same exact graph by FAISS's GPU brute-force search (faiss::gpu::bfKnn, inner product,
+  // float32) straight on the bank's device memory: k + 1 neighbours with the selection fused
+  // into the distance tiles, then each row's own entry dropped. FAISS's GPU selection stops
+  // at 2048, so k + 1 ≤ 2048. Throws invp::Error in a build without it (faiss_gpu_built()).
+  static KnnGraph build_faiss_gpu(const at::Tensor& bank, int k);
+  static bool faiss_gpu_built();
 
   // Online mode start: N×k zeros, as in the reference (meaningless until rows are refreshed;
   // the reference only reads the graph after the warm-up epochs).
