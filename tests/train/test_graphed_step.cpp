@@ -97,6 +97,7 @@ TEST(GraphedStep, EagerOnTheCpuEqualsThePlainStepBitwise) {
     plain_step(plain, d, s);
     graphed_step(split, g, d, s);
   }
+  g.recapture();  // nothing captured on the CPU, nothing to do
   EXPECT_EQ(g.captures(), 0);
   EXPECT_EQ(g.replays(), 0);
   EXPECT_EQ(max_state_diff(plain, split), 0.0);
@@ -119,15 +120,22 @@ TEST(GraphedStep, ReplaysMatchThePlainStepsOnCuda) {
   const int steps = 9;
   Rig plain(dev), graphed(dev);
   Data d(steps, dev);
-  GraphedStep g(graphed.net, graphed.opt, /*eager_steps=*/2);
+  int quieted = 0;  // before_capture runs before each capture
+  GraphedStep g(graphed.net, graphed.opt, /*eager_steps=*/2, [&] { ++quieted; });
   for (int s = 0; s < steps; ++s) {
     plain_step(plain, d, s);
     graphed_step(graphed, g, d, s);
-    // Steps 0-1 eager, 2-4 replayed at lr 0.05, 5-8 replayed after recapturing at 0.02.
+    // Steps 0-1 eager, 2-4 replayed at lr 0.05; recapture() before step 5 (as the trainer at
+    // an epoch's end), 5-8 replayed at 0.02.
+    if (s == 4) {
+      set_lr(graphed.opt, lr_at(5));
+      g.recapture();
+    }
     EXPECT_LT(max_state_diff(plain, graphed), 1e-5) << "after step " << s;
   }
   EXPECT_EQ(g.captures(), 2);
   EXPECT_EQ(g.replays(), steps - 2);
+  EXPECT_EQ(quieted, 2);
   Rig fresh(dev);
   EXPECT_GT(max_state_diff(plain, fresh, false), 1e-3) << "the steps changed nothing";
   // A replayed forward() gives the model's output (train mode, as the plain forward beside it).

@@ -1,4 +1,5 @@
 #include <invp/core/error.h>
+#include <invp/core/log.h>
 #include <invp/train/graphed_step.h>
 #include <invp/train/sgd_step.h>
 
@@ -49,8 +50,10 @@ struct GraphedStep::Graphs {
 };
 #endif
 
-GraphedStep::GraphedStep(model::Encoder net, torch::optim::SGD& opt, int eager_steps)
-    : net_(std::move(net)), opt_(opt), eager_steps_(std::max(1, eager_steps)) {}
+GraphedStep::GraphedStep(model::Encoder net, torch::optim::SGD& opt, int eager_steps,
+                         std::function<void()> before_capture)
+    : net_(std::move(net)), opt_(opt), eager_steps_(std::max(1, eager_steps)),
+      before_capture_(std::move(before_capture)) {}
 
 GraphedStep::~GraphedStep() = default;
 
@@ -60,7 +63,7 @@ void GraphedStep::invalidate() {
 }
 
 bool GraphedStep::want_graphs(const torch::Tensor& images) const {
-  if (!cuda_graphs_built() || steps_ < eager_steps_ || !images.is_floating_point()) return false;
+  if (!cuda_graphs_built() || failed_ || steps_ < eager_steps_ || !images.is_floating_point()) return false;
   auto params = net_->parameters();
   if (params.empty() || !params[0].device().is_cuda()) return false;
   for (auto& p : params)  // the captured step updates the optimiser's buffers in place
@@ -76,6 +79,7 @@ void GraphedStep::capture(const torch::Tensor& images) {
   invalidate();  // the old pair and its memory pool go first
 #ifdef INVP_CUDA_GRAPHS
   const auto dev = device_of(net_);
+  if (before_capture_) before_capture_();
   auto g = std::make_unique<Graphs>();
   g->lr = learning_rate(opt_);
   g->x = torch::empty(images.sizes(), images.options().device(dev));
@@ -90,8 +94,9 @@ void GraphedStep::capture(const torch::Tensor& images) {
   torch::cuda::synchronize();
   const auto pool = at::cuda::graph_pool_handle();
   const auto mode = cudaStreamCaptureModeThreadLocal;
-  {
-    c10::cuda::CUDAStreamGuard on_side(c10::cuda::getStreamFromPool(false, dev.index()));
+  auto side = c10::cuda::getStreamFromPool(false, dev.index());
+  try {
+    c10::cuda::CUDAStreamGuard on_side(side);
     g->forward.capture_begin(pool, mode);
     auto z = normalise_rows(net_->forward(g->x));
     g->forward.capture_end();
@@ -100,8 +105,20 @@ void GraphedStep::capture(const torch::Tensor& images) {
                                        /*create_graph=*/false, /*allow_unused=*/true);
     const bool stepped = foreach_sgd_step(opt_, grads);  // checked by want_graphs()
     g->backward.capture_end();
-    if (!stepped) throw Error("", "internal: the captured SGD step was declined");
+    if (!stepped) throw Error("", "the captured SGD step was declined");
     g->z = z.detach();
+  } catch (const std::exception& e) {
+    // A capture broken by an operation CUDA does not allow meanwhile: end it if it is still
+    // open, clear the error and train on eagerly (slower, same arithmetic).
+    cudaStreamCaptureStatus status;
+    if (cudaStreamIsCapturing(side.stream(), &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
+      cudaGraph_t broken = nullptr;
+      if (cudaStreamEndCapture(side.stream(), &broken) == cudaSuccess && broken) cudaGraphDestroy(broken);
+    }
+    (void)cudaGetLastError();
+    failed_ = true;
+    log::warn(std::string("CUDA graph capture failed, training on without it: ") + e.what());
+    return;
   }
   torch::cuda::synchronize();
   graphs_ = std::move(g);
@@ -111,6 +128,12 @@ void GraphedStep::capture(const torch::Tensor& images) {
 #endif
 }
 
+void GraphedStep::recapture() {
+  if (!graphs_ || graphs_->lr == learning_rate(opt_) || failed_) return;
+  auto x = graphs_->x;  // the last batch: capturing runs nothing, any input of its shape will do
+  capture(x);
+}
+
 torch::Tensor GraphedStep::forward(const torch::Tensor& images) {
 #ifdef INVP_CUDA_GRAPHS
   if (want_graphs(images)) {
@@ -118,6 +141,8 @@ torch::Tensor GraphedStep::forward(const torch::Tensor& images) {
       capture(images);
     else
       graphs_->x.copy_(images, /*non_blocking=*/true);
+  }
+  if (graphs_ && want_graphs(images)) {  // (a failed capture leaves no graphs)
     graphs_->forward.replay();
     replaying_ = true;
     return graphs_->z;

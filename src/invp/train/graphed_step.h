@@ -15,9 +15,13 @@
 //
 // The first `eager_steps` steps run eagerly (cuDNN picks its algorithms, the optimiser creates
 // its momentum buffers), then both graphs are captured together and replayed. They are
-// captured again when the learning rate or the batch shape changes (the SGD step is baked in
-// with its learning rate: once an epoch under the cosine schedule). Anything else that moves
-// the model's tensors (loading a checkpoint into it) must be followed by invalidate().
+// captured again when the learning rate or the batch shape changes: the SGD step is baked in
+// with its learning rate, so under the cosine schedule once an epoch, which the trainer does
+// at the epoch's end through recapture(). Anything else that moves the model's tensors
+// (loading a checkpoint into it) must be followed by invalidate().
+// While capturing, no other thread may use the GPU in ways CUDA forbids during a capture:
+// `before_capture` runs first to quiet them (the trainer waits for its checkpoint writer).
+// Should a capture fail anyway, the step says so once on the log and stays eager.
 // Without CUDA (a CPU LibTorch, or a CPU model) every step is eager.
 #pragma once
 #include <invp/model/encoder.h>
@@ -26,13 +30,15 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 namespace invp::train {
 
 class GraphedStep {
  public:
-  GraphedStep(model::Encoder net, torch::optim::SGD& opt, int eager_steps = 2);
+  GraphedStep(model::Encoder net, torch::optim::SGD& opt, int eager_steps = 2,
+              std::function<void()> before_capture = {});
   ~GraphedStep();
   GraphedStep(const GraphedStep&) = delete;
   GraphedStep& operator=(const GraphedStep&) = delete;
@@ -46,6 +52,10 @@ class GraphedStep {
   void backward_and_step(const torch::Tensor& grad_z);
   // Drops the captured graphs: the next step after this is captured again.
   void invalidate();
+  // Captures again now if the optimiser's learning rate is no longer the captured one (else
+  // the next forward() would), at a moment the caller chooses. The model must be in training
+  // mode. Nothing before the first capture.
+  void recapture();
 
   int64_t captures() const { return captures_; }  // graph pairs captured so far
   int64_t replays() const { return replays_; }    // steps taken from the graphs
@@ -61,7 +71,9 @@ class GraphedStep {
   int64_t steps_ = 0, captures_ = 0, replays_ = 0;
   torch::Tensor z_eager_;  // an eager step's z, with its history
   std::unique_ptr<Graphs> graphs_;
+  std::function<void()> before_capture_;
   bool replaying_ = false;  // the last forward() was a replay
+  bool failed_ = false;     // a capture failed: eager from then on
 };
 
 // True when this build can capture CUDA graphs (a CUDA LibTorch 2.x).

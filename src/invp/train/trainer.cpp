@@ -198,9 +198,20 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   // its checkpoint is on disk.
   CheckpointSnapshot snap(s.info.encoder, s.device);
   BackgroundJob writer;
+  auto set_lr = [&](double lr) {
+    for (auto& g : s.opt->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+  };
+  std::unique_ptr<GraphedStep> graphed;  // made below, once the device is known
   auto save_epoch = [&](EpochMetrics m) {
     auto t = std::chrono::steady_clock::now();
     writer.wait();  // the previous epoch's files (so `snap` is free); rethrows their write error
+    // The CUDA graphs for the next epoch's learning rate are captured now, while the writer is
+    // idle: its device-to-host copies must not overlap a capture.
+    if (graphed && s.epoch <= cfg.epochs) {
+      set_lr(learning_rate(cfg.lr, s.epoch, cfg.epochs, cfg.schedule));
+      s.net->train();
+      graphed->recapture();
+    }
     snap.capture({s.epoch, s.step, cfg.to_json()}, *s.net, *s.opt, s.bank->data(), s.graph.neighbors);
     m.checkpoint = seconds_since(t);
     writer.submit([&, m]() mutable {
@@ -233,15 +244,16 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   auto to_device_pinned = [&](const torch::Tensor& t) { return t.is_pinned() ? t : t.pin_memory(); };
   // On a GPU the encoder's half of the step is replayed from CUDA graphs (graphed_step.h); the
   // method's half stays eager. Created here, after any checkpoint was loaded into the model.
-  std::unique_ptr<GraphedStep> graphed;
-  if (cuda && cfg.cuda_graph == "on" && cuda_graphs_built()) graphed = std::make_unique<GraphedStep>(s.net, *s.opt);
+  // The checkpoint writer's device-to-host copies must not run during the capture.
+  if (cuda && cfg.cuda_graph == "on" && cuda_graphs_built())
+    graphed = std::make_unique<GraphedStep>(s.net, *s.opt, 2, [&] { writer.wait(); });
   int last = until_epoch > 0 ? std::min(until_epoch, cfg.epochs) : cfg.epochs;
   for (; s.epoch <= last && !g_stop; ) {
     EpochMetrics m;
     m.epoch = s.epoch;
     auto t_epoch = std::chrono::steady_clock::now();
     m.lr = learning_rate(cfg.lr, s.epoch, cfg.epochs, cfg.schedule);
-    for (auto& g : s.opt->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(m.lr);
+    set_lr(m.lr);
     m.omega = ramp_weight(s.epoch, cfg.warmup, cfg.ramp == "gaussian");
     double inv_weight = cfg.lambda * m.omega;
     LossConfig step_loss = s.loss_cfg;  // L_inv is skipped entirely while its weight is 0
