@@ -7,6 +7,7 @@
 #include <invp/core/threads.h>
 #include <invp/core/version.h>
 #include <invp/data/library_info.h>
+#include <invp/graph/knn_graph.h>
 #include <invp/index/library_info.h>
 #include <invp/store/library_info.h>
 
@@ -26,7 +27,8 @@ void print_version() {
   std::cout << "invp " << invp::version() << "\n"
             << "  LibTorch " << invp::torch_version() << "\n"
             << "  CUDA     " << invp::cuda_report() << "\n"
-            << "  FAISS    " << invp::index::faiss_version() << "\n"
+            << "  FAISS    " << invp::index::faiss_version()
+            << (invp::graph::KnnGraph::faiss_gpu_built() ? " + GPU kNN search (bfKnn, built from source)" : "") << "\n"
             << "  OpenCV   " << invp::data::opencv_version() << "\n"
             << "  HDF5     " << invp::store::hdf5_version() << "\n"
             << "  BLAS     " << invp::loaded_blas() << "\n"
