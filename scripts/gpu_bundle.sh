@@ -75,7 +75,7 @@ rm -rf "$out/root" "$keep"
 mkdir -p "$out/fashion-mnist"
 cp /usr/share/datasets/fashion-mnist/*.gz "$out/fashion-mnist/"
 # The FAISS source package, through a private deb-src list (the system's lists stay as they are).
-src=$(mktemp -d)
+src=$(mktemp -d) && chmod 755 "$src"  # apt's _apt user fetches into it
 mkdir -p "$src/parts" "$src/lists/partial"
 sed -n '/^URIs:/p;/^Signed-By:/p' /etc/apt/sources.list.d/debian.sources | head -n 2 > "$src/head"
 { echo "Types: deb-src"; grep '^URIs:' "$src/head"; echo "Suites: bookworm"; echo "Components: main"
