@@ -53,6 +53,7 @@
 #include <vector>
 
 using namespace invp;
+using model::normalise_rows;
 
 namespace {
 
@@ -110,10 +111,6 @@ Preset make_preset(const std::string& name) {
   }
   p.enc.validate();
   return p;
-}
-
-torch::Tensor normalise_rows(const torch::Tensor& x) {
-  return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));
 }
 
 graph::KnnGraph make_graph(const torch::Tensor& bank, int k, const std::string& kind) {

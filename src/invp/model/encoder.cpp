@@ -1,6 +1,7 @@
 #include <invp/core/error.h>
 #include <invp/model/encoder.h>
 
+#include <torch/nn/functional/normalization.h>
 #include <torch/nn/functional/pooling.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/pooling.h>
@@ -112,5 +113,9 @@ torch::Tensor EncoderImpl::features(const torch::Tensor& x) {
 }
 
 torch::Tensor EncoderImpl::forward(const torch::Tensor& x) { return head_->forward(features(x)); }
+
+torch::Tensor normalise_rows(const torch::Tensor& x) {
+  return nn::functional::normalize(x, nn::functional::NormalizeFuncOptions().dim(1));
+}
 
 }  // namespace invp::model

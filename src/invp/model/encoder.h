@@ -40,4 +40,7 @@ class EncoderImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Encoder);
 
+// Rows scaled to unit L2 norm: an embedding z from forward() as training and search use it.
+torch::Tensor normalise_rows(const torch::Tensor& x);
+
 }  // namespace invp::model

@@ -17,11 +17,8 @@
 #include <vector>
 
 namespace invp::train {
+using model::normalise_rows;
 namespace {
-torch::Tensor normalise_rows(const torch::Tensor& x) {
-  return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));
-}
-
 double learning_rate(torch::optim::SGD& opt) {
   return static_cast<const torch::optim::SGDOptions&>(opt.param_groups().at(0).options()).lr();
 }
@@ -141,11 +138,11 @@ torch::Tensor GraphedStep::forward(const torch::Tensor& images) {
       capture(images);
     else
       graphs_->x.copy_(images, /*non_blocking=*/true);
-  }
-  if (graphs_ && want_graphs(images)) {  // (a failed capture leaves no graphs)
-    graphs_->forward.replay();
-    replaying_ = true;
-    return graphs_->z;
+    if (graphs_) {  // (a failed capture leaves none)
+      graphs_->forward.replay();
+      replaying_ = true;
+      return graphs_->z;
+    }
   }
 #endif
   replaying_ = false;

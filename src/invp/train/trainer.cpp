@@ -9,6 +9,7 @@
 #include <invp/eval/weighted_knn.h>
 #include <invp/graph/knn_graph.h>
 #include <invp/graph/propagate.h>
+#include <invp/model/encoder.h>
 #include <invp/model/model_io.h>
 #include <invp/train/checkpoint.h>
 #include <invp/train/graphed_step.h>
@@ -28,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 namespace invp::train {
+using model::normalise_rows;
 namespace fs = std::filesystem;
 namespace {
 std::atomic<bool> g_stop{false};
@@ -42,11 +44,6 @@ struct StopOnSignals {
     std::signal(SIGTERM, old_term);
   }
 };
-
-
-torch::Tensor normalise_rows(const torch::Tensor& x) {
-  return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));
-}
 
 std::string metrics_line(const EpochMetrics& m) {
   nlohmann::json j{{"epoch", m.epoch}, {"loss", m.loss}, {"loss_ins", m.instance},
@@ -237,11 +234,10 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     if (cuda && cfg.profile) torch::cuda::synchronize();
   };
   // Host tensors the step sends to the device: pinned, so the copy is queued, not waited for.
+  auto pinned = [](const torch::Tensor& t) { return t.is_pinned() ? t : t.pin_memory(); };
   auto to_device = [&](const torch::Tensor& t) {
-    if (!cuda) return t;
-    return (t.is_pinned() ? t : t.pin_memory()).to(s.device, /*non_blocking=*/true);
+    return cuda ? pinned(t).to(s.device, /*non_blocking=*/true) : t;
   };
-  auto to_device_pinned = [&](const torch::Tensor& t) { return t.is_pinned() ? t : t.pin_memory(); };
   // On a GPU the encoder's half of the step is replayed from CUDA graphs (graphed_step.h); the
   // method's half stays eager. Created here, after any checkpoint was loaded into the model.
   // The checkpoint writer's device-to-host copies must not run during the capture.
@@ -292,7 +288,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       auto t1 = std::chrono::steady_clock::now();
       auto ids = to_device(batch->indices);
       // The graphed step takes the pinned batch itself (one copy into its static input).
-      auto z = graphed ? graphed->forward(cuda ? to_device_pinned(batch->images) : batch->images)
+      auto z = graphed ? graphed->forward(pinned(batch->images))  // graphed: CUDA only
                        : normalise_rows(s.net->forward(to_device(batch->images)));
       auto zl = graphed ? z.detach().requires_grad_(true) : z;  // the loss's leaf when graphed
       phase_end();
