@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <set>
 #include <vector>
 
@@ -264,6 +265,24 @@ double neighbour_set_agreement(const KnnGraph& a, const KnnGraph& b) {
   }
   return double(same) / double(n);
 }
+
+// g against a reference graph of the same bank: on the host, the same neighbour sets (ties
+// aside) and similarities, self excluded.
+void expect_same_graph(const KnnGraph& g, const KnnGraph& ref) {
+  ASSERT_EQ(g.neighbors.sizes(), ref.neighbors.sizes());
+  EXPECT_TRUE(g.neighbors.device().is_cpu());
+  EXPECT_GE(neighbour_set_agreement(ref, g), 0.999);
+  EXPECT_TRUE(at::allclose(g.similarities, ref.similarities, 1e-5, 1e-5));
+  auto ar = at::arange(g.num_nodes(), at::kLong).unsqueeze(1);
+  EXPECT_FALSE(g.neighbors.eq(ar).any().item<bool>()) << "self must be excluded";
+}
+
+// Duplicate rows (bank rows 0-9 twice): each finds its twin, not itself.
+void expect_twins_found(const at::Tensor& bank, const std::function<KnnGraph(const at::Tensor&)>& build) {
+  auto twins = at::cat({bank.slice(0, 0, 10), bank.slice(0, 0, 10)});
+  auto tg = build(twins);
+  for (int64_t i = 0; i < 10; ++i) EXPECT_EQ(tg.neighbors[i][0].item<int64_t>(), i + 10);
+}
 }  // namespace
 
 // The device path (tiled LibTorch matmul + top-k, used for a bank on a GPU) against the
@@ -272,16 +291,9 @@ TEST(KnnGraph, TensorOpsBuildMatchesFaiss) {
   auto bank = normalised(3000, 32, 5);
   auto f = KnnGraph::build(bank, 4);
   auto t = KnnGraph::build_tensor_ops(bank, 4, /*tile_rows=*/700);
-  ASSERT_EQ(t.neighbors.sizes(), f.neighbors.sizes());
-  EXPECT_TRUE(t.neighbors.device().is_cpu());
-  EXPECT_GE(neighbour_set_agreement(f, t), 0.999);
-  EXPECT_TRUE(at::allclose(t.similarities, f.similarities, 1e-5, 1e-5));
-  auto ar = at::arange(3000, at::kLong).unsqueeze(1);
-  EXPECT_FALSE(t.neighbors.eq(ar).any().item<bool>()) << "self must be excluded";
-  // Duplicate rows: the self entry is masked by position, so a twin is still found.
-  auto twins = at::cat({bank.slice(0, 0, 10), bank.slice(0, 0, 10)});
-  auto tg = KnnGraph::build_tensor_ops(twins, 1);
-  for (int64_t i = 0; i < 10; ++i) EXPECT_EQ(tg.neighbors[i][0].item<int64_t>(), i + 10);
+  expect_same_graph(t, f);
+  // The self entry is masked by position, so a twin is still found.
+  expect_twins_found(bank, [](const at::Tensor& b) { return KnnGraph::build_tensor_ops(b, 1); });
   EXPECT_THROW(KnnGraph::build_tensor_ops(bank, 3000), invp::Error);
 }
 
@@ -310,12 +322,7 @@ TEST(KnnGraph, FaissGpuMatchesTensorOps) {
   auto bank = normalised(20000, 64, 13).to(at::kCUDA);
   auto f = KnnGraph::build_faiss_gpu(bank, 4);
   auto t = KnnGraph::build_tensor_ops(bank, 4);
-  ASSERT_EQ(f.neighbors.sizes(), t.neighbors.sizes());
-  EXPECT_TRUE(f.neighbors.device().is_cpu());
-  EXPECT_GE(neighbour_set_agreement(f, t), 0.999);
-  EXPECT_TRUE(at::allclose(f.similarities, t.similarities, 1e-5, 1e-5));
-  auto ar = at::arange(20000, at::kLong).unsqueeze(1);
-  EXPECT_FALSE(f.neighbors.eq(ar).any().item<bool>()) << "self must be excluded";
+  expect_same_graph(f, t);
   // Most similar first, and each similarity is its edge's inner product.
   EXPECT_TRUE((f.similarities.narrow(1, 0, 3) >= f.similarities.narrow(1, 1, 3)).all().item<bool>());
   auto cpu = bank.cpu();
@@ -323,8 +330,6 @@ TEST(KnnGraph, FaissGpuMatchesTensorOps) {
   EXPECT_TRUE(at::allclose(dots, f.similarities, 1e-5, 1e-5));
   auto b = KnnGraph::build(bank, 4);
   EXPECT_TRUE(at::equal(b.neighbors, f.neighbors)) << "build() takes FAISS GPU when it is built";
-  auto twins = at::cat({bank.slice(0, 0, 10), bank.slice(0, 0, 10)});
-  auto tg = KnnGraph::build_faiss_gpu(twins, 1);
-  for (int64_t i = 0; i < 10; ++i) EXPECT_EQ(tg.neighbors[i][0].item<int64_t>(), i + 10);
+  expect_twins_found(bank, [](const at::Tensor& b) { return KnnGraph::build_faiss_gpu(b, 1); });
   EXPECT_THROW(KnnGraph::build_faiss_gpu(bank, 2048), invp::Error);
 }
