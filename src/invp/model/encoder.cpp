@@ -112,7 +112,8 @@ torch::Tensor EncoderImpl::features(const torch::Tensor& x) {
   return torch::adaptive_avg_pool2d(h, {1, 1}).flatten(1);
 }
 
-torch::Tensor EncoderImpl::forward(const torch::Tensor& x) { return head_->forward(features(x)); }
+torch::Tensor EncoderImpl::head(const torch::Tensor& f) { return head_->forward(f); }
+torch::Tensor EncoderImpl::forward(const torch::Tensor& x) { return head(features(x)); }
 
 torch::Tensor normalise_rows(const torch::Tensor& x) {
   return nn::functional::normalize(x, nn::functional::NormalizeFuncOptions().dim(1));

@@ -32,6 +32,7 @@ class EncoderImpl : public torch::nn::Module {
   explicit EncoderImpl(const EncoderConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor features(const torch::Tensor& x);
+  torch::Tensor head(const torch::Tensor& f);  // forward(x) = head(features(x))
   const EncoderConfig& config() const { return cfg_; }
 
  private:
