@@ -2,6 +2,7 @@
 // turns errors into one line (exit 1; usage errors exit 2).
 #include "common.h"
 
+#include <invp/core/cpu_features.h>
 #include <invp/core/error.h>
 #include <invp/core/log.h>
 #include <invp/core/threads.h>
@@ -32,6 +33,7 @@ void print_version() {
             << "  OpenCV   " << invp::data::opencv_version() << "\n"
             << "  HDF5     " << invp::store::hdf5_version() << "\n"
             << "  BLAS     " << invp::loaded_blas() << "\n"
+            << "  bf16     " << invp::cpu_bf16_report() << "\n"
             << "  threads  " << invp::thread_report() << "\n";
 }
 }  // namespace

@@ -7,7 +7,7 @@
 //                         [--bank N] [--batch B] [--denominator reference|paper]
 //                         [--propagation bfs|concat] [--graph random|knn]
 //                         [--loss-only] [--reps N] [--device cpu|cuda] [--sgd loop|foreach|graph]
-//                         [--checkpoint]
+//                         [--checkpoint] [--precision fp32|bf16]
 //   paper: ResNet-18, small stem, width 64, 3 channels, 32 px, MLP head, D = 128.
 //   cpu:   configs/fashion-mnist.toml: ResNet-18, small stem, width 16, 1 channel, 28 px,
 //          MLP head, D = 128.
@@ -23,6 +23,8 @@
 //   what `invp train` does on a GPU; eager on the CPU). After the timed steps the same number
 //   run again without waiting at the phases: free_step is their mean, the step time a run sees
 //   when the host queues work ahead of the GPU.
+//   --precision bf16 (cpu) runs the encoder as `invp train --precision bf16` does: bfloat16
+//   autocast, channels-last weights and inputs (model/precision.h).
 //   --loss-only times invariance_loss alone (forward, forward+backward) for both
 //   denominators, median of --reps runs.
 //   --checkpoint times an epoch's checkpoint (model + momentum + bank + graph, as the trainer
@@ -35,6 +37,7 @@
 #include <invp/graph/propagate.h>
 #include <invp/model/encoder.h>
 #include <invp/model/model_io.h>
+#include <invp/model/precision.h>
 #include <invp/train/checkpoint.h>
 #include <invp/train/graphed_step.h>
 #include <invp/train/invariance_loss.h>
@@ -85,6 +88,7 @@ struct Options {
   int reps = 15;
   std::string device = "cpu";
   std::string sgd = "loop";
+  std::string precision = "fp32";
 };
 
 struct Preset {
@@ -165,6 +169,8 @@ void run_preset(const Preset& p, const Options& o) {
   const auto dev = rig.dev;
   auto sync = [&] { rig.sync(); };
   net->train();
+  const bool bf16 = o.precision == "bf16";
+  if (bf16) model::to_channels_last(*net);
   train::MemoryBank bank(o.bank, p.enc.dim, 7);
   bank.data().copy_(normalise_rows(bank.data()));  // a trained bank has unit rows
   auto g = make_graph(bank.data(), 4, o.graph);
@@ -192,7 +198,8 @@ void run_preset(const Preset& p, const Options& o) {
     };
     if (times) sync();
     auto t_step = Clock::now(), t0 = t_step;
-    auto z = graphed ? graphed->forward(images) : normalise_rows(net->forward(images));
+    auto z = graphed ? graphed->forward(images)
+                     : normalise_rows(bf16 ? model::forward_bf16(*net, images) : net->forward(images));
     const double fwd = phase(t0);
     auto propagated = graph::propagate(g, indices, 3, mode).to(dev);
     const double prop = phase(t0);
@@ -355,13 +362,14 @@ int main(int argc, char** argv) {
     else if (a == "--reps") o.reps = std::max(1, int_arg(i, argc, argv));
     else if (a == "--device") o.device = str_arg(i, argc, argv);
     else if (a == "--sgd") o.sgd = str_arg(i, argc, argv);
+    else if (a == "--precision") o.precision = str_arg(i, argc, argv);
     else {
       std::fprintf(stderr,
                    "usage: bench_train_step [--threads N] [--steps N] [--warmup N] "
                    "[--preset paper|cpu|both] [--bank N] [--batch B] "
                    "[--denominator reference|paper] [--propagation bfs|concat] "
                    "[--graph random|knn] [--loss-only] [--reps N] [--device cpu|cuda] "
-                   "[--sgd loop|foreach|graph] [--checkpoint]\n");
+                   "[--sgd loop|foreach|graph] [--checkpoint] [--precision fp32|bf16]\n");
       return 2;
     }
   }
@@ -371,6 +379,10 @@ int main(int argc, char** argv) {
   }
   if ((o.device != "cpu" && o.device != "cuda") || (o.sgd != "loop" && o.sgd != "foreach" && o.sgd != "graph")) {
     std::fprintf(stderr, "bench_train_step: --device must be cpu or cuda, --sgd loop, foreach or graph\n");
+    return 2;
+  }
+  if ((o.precision != "fp32" && o.precision != "bf16") || (o.precision == "bf16" && o.device != "cpu")) {
+    std::fprintf(stderr, "bench_train_step: --precision must be fp32, or bf16 with --device cpu\n");
     return 2;
   }
   if (o.device == "cuda" && !torch::cuda::is_available()) {
@@ -397,10 +409,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::printf("# B=%lld N=%lld M=4096 k=4 hops=3 P=20 denominator=%s propagation=%s graph=%s; "
-                "device=%s sgd=%s; medians over %d steps after %d warm-up; times in ms per step\n",
+                "device=%s sgd=%s precision=%s; medians over %d steps after %d warm-up; times in ms per step\n",
                 static_cast<long long>(o.batch), static_cast<long long>(o.bank),
                 o.denominator.c_str(), o.propagation.c_str(), o.graph.c_str(), o.device.c_str(),
-                o.sgd.c_str(), o.steps, o.warmup);
+                o.sgd.c_str(), o.precision.c_str(), o.steps, o.warmup);
     std::printf("# method = propagate + loss fwd + loss bwd + bank update; "
                 "fwd+bwd%% = (forward + backward/opt) / step\n");
     std::printf("%-6s %4s %5s %9s %9s %8s %8s %8s %8s %8s %9s %7s %8s %9s %8s\n", "preset", "thr",

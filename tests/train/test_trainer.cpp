@@ -1,5 +1,6 @@
 // Trainer end to end on tiny synthetic IDX data: resume equals an uninterrupted run
 // bitwise, a changed config is refused, and training learns something real.
+#include <invp/core/cpu_features.h>
 #include <invp/core/error.h>
 #include <invp/core/threads.h>
 #include <invp/data/augment.h>
@@ -75,6 +76,7 @@ struct Fixture {
     cfg.warmup = 1;  // epoch 2 already uses L_inv
     cfg.epochs = 2;
     cfg.seed = 7;
+    cfg.precision = "fp32";  // the same arithmetic on every CPU; bf16 has tests of its own
   }
   ~Fixture() { fs::remove_all(root); }
   // A run long enough to learn the four classes, with the kNN monitor on the test split.
@@ -159,6 +161,62 @@ TEST(Trainer, ResumeWithIvfGraphEqualsUninterruptedRun) {
   Trainer(f.cfg, (f.root / "split").string()).run();
   expect_same_run(f.root / "straight", f.root / "split");
   EXPECT_GT(read_tensor(f.root / "straight/checkpoint.pt", "graph").max().item<int64_t>(), 0);
+}
+
+// --precision bf16 (CPU autocast, channels-last weights): resume is still exact (the resumed
+// run puts the loaded weights back into channels-last, so the same kernels run), the run
+// records the precision it used, and it learns the four classes as the float32 run does.
+TEST(Trainer, Bf16ResumesBitwiseAndLearns) {
+  if (invp::cpu_bf16() == invp::CpuBf16::None) GTEST_SKIP() << "this CPU has no bfloat16 instructions";
+  invp::apply_thread_budget(2);
+  Fixture f("bf16");
+  f.cfg.precision = "bf16";
+  Trainer(f.cfg, (f.root / "straight").string()).run();
+  Trainer(f.cfg, (f.root / "split").string()).run({}, 0, 5);  // stopped inside epoch 1
+  Trainer(f.cfg, (f.root / "split").string()).run();
+  expect_same_run(f.root / "straight", f.root / "split");
+  std::ifstream cj(f.root / "straight/config.json");
+  EXPECT_EQ(nlohmann::json::parse(cj)["precision"], "bf16");
+  // One step each in bf16 and float32 from the same start: the 64 bank rows it wrote differ
+  // (bf16 really ran) by no more than bf16's rounding of the embedding (the rest are equal).
+  Trainer(f.cfg, (f.root / "bf16_1").string()).run({}, 0, 1);
+  auto fp32 = f.cfg;
+  fp32.precision = "fp32";
+  Trainer(fp32, (f.root / "fp32_1").string()).run({}, 0, 1);
+  auto bank_bf16 = read_tensor(f.root / "bf16_1/checkpoint.pt", "bank");
+  auto bank_fp32 = read_tensor(f.root / "fp32_1/checkpoint.pt", "bank");
+  auto changed = (bank_bf16 != bank_fp32).any(1);
+  EXPECT_EQ(changed.sum().item<int64_t>(), f.cfg.batch_size);
+  auto row_cos = (bank_bf16 * bank_fp32).sum(1) / (bank_bf16.norm(2, 1) * bank_fp32.norm(2, 1));
+  EXPECT_GT(row_cos.min().item<double>(), 0.99);
+
+  f.learning_run(12, 6, 3);  // as the float32 test below
+  std::vector<invp::train::EpochMetrics> ms;
+  Trainer(f.cfg, (f.root / "learn").string()).run([&](const auto& m) { ms.push_back(m); });
+  ASSERT_EQ(ms.size(), 12u);
+  EXPECT_LT(ms.back().instance, ms.front().instance);
+  EXPECT_GT(ms.back().knn_top1, 0.5);  // 4 classes: chance is 0.25
+}
+
+// auto: tf32 on cuda; on the CPU bf16 exactly where it pays (AMX, width >= 16), else fp32.
+TEST(TrainConfig, PrecisionResolvesByDeviceAndCpu) {
+  TrainConfig c;
+  EXPECT_EQ(c.precision, "auto");
+  c.device = "cuda";
+  EXPECT_EQ(c.resolved_precision(), "tf32");
+  c.precision = "fp32";
+  EXPECT_EQ(c.resolved_precision(), "fp32");
+  c.device = "cpu";
+  c.precision = "tf32";  // a GPU mode: float32 on the CPU
+  EXPECT_EQ(c.resolved_precision(), "fp32");
+  c.precision = "auto";
+  c.width = 16;
+  EXPECT_EQ(c.resolved_precision(), invp::cpu_bf16() == invp::CpuBf16::Amx ? "bf16" : "fp32");
+  c.width = 8;  // too narrow for bf16 to pay
+  EXPECT_EQ(c.resolved_precision(), "fp32");
+  c.precision = "bf16";
+  if (invp::cpu_bf16() == invp::CpuBf16::None) EXPECT_THROW(c.resolved_precision(), invp::Error);
+  else EXPECT_EQ(c.resolved_precision(), "bf16");
 }
 
 TEST(Trainer, DifferentConfigRefusedUnlessForced) {
@@ -456,7 +514,8 @@ TEST(TrainConfig, LaterKeysHashOnlyWhenSetAndAreValidated) {
   const std::vector<std::function<void(TrainConfig&)>> bad = {
       [](TrainConfig& c) { c.crop_scale = 0; },        [](TrainConfig& c) { c.flip = 1.5f; },
       [](TrainConfig& c) { c.graph_probes = 0; },      [](TrainConfig& c) { c.graph_search = "hnsw"; },
-      [](TrainConfig& c) { c.positives = "labels"; },  [](TrainConfig& c) { c.precision = "bf16"; },
+      [](TrainConfig& c) { c.positives = "labels"; },  [](TrainConfig& c) { c.precision = "fp16"; },
+      [](TrainConfig& c) { c.precision = "bf16"; c.device = "cuda"; },
       [](TrainConfig& c) { c.graph_features = "eval"; },
       [](TrainConfig& c) { c.graph_features = "recomputed"; c.graph = "online"; },
   };

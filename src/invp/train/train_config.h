@@ -54,13 +54,20 @@ struct TrainConfig {
   int workers = 1;
   uint64_t seed = 0;
   std::string device = "cpu";
-  std::string precision = "tf32";  // cuda: tf32 (TF32 convolutions and products) | fp32
+  // auto: tf32 on cuda; on cpu bf16 where the CPU has AMX (cpu_features.h) and width >= 16,
+  // else fp32.
+  // tf32 (cuda: TF32 convolutions and products; fp32 on cpu) | fp32 | bf16 (cpu only: the
+  // encoder under bfloat16 autocast, channels-last; model/precision.h)
+  std::string precision = "auto";
   // cuda: on replays the encoder's forward and backward + SGD step from CUDA graphs (captured
   // after two eager steps and again when the learning rate changes; graphed_step.h) | off
   std::string cuda_graph = "on";
   bool profile = false;            // cuda: synchronise at each phase so the times are exact
 
   void validate() const;                 // throws invp::Error naming the bad key
+  // What `precision` means on `device` and this CPU: "tf32", "fp32" or "bf16". Throws
+  // invp::Error for bf16 on a CPU without bf16 instructions.
+  std::string resolved_precision() const;
   std::string to_json() const;
   static TrainConfig from_json(const std::string& text, const std::string& file);
   // Hash of the training-defining keys only (not epochs, workers, device, precision, monitor).

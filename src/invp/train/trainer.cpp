@@ -1,6 +1,7 @@
 #include <invp/core/atomic_file.h>
 #include <invp/core/background_job.h>
 #include <invp/core/clock.h>
+#include <invp/core/cpu_features.h>
 #include <invp/core/error.h>
 #include <invp/core/lock_file.h>
 #include <invp/core/log.h>
@@ -11,6 +12,7 @@
 #include <invp/graph/propagate.h>
 #include <invp/model/encoder.h>
 #include <invp/model/model_io.h>
+#include <invp/model/precision.h>
 #include <invp/train/checkpoint.h>
 #include <invp/train/graphed_step.h>
 #include <invp/train/invariance_loss.h>
@@ -84,10 +86,10 @@ struct Trainer::State {
 
 namespace {
 // Runs the model (eval mode, no gradients) over every item of ds under the eval transform and
-// hands each batch to `take` with its normalised features, on the training device. The model
-// is left in eval mode.
+// hands each batch to `take` with its normalised features, on the training device; `bf16`: the
+// forward under CPU bfloat16 autocast (model/precision.h). The model is left in eval mode.
 void for_each_eval_batch(model::Encoder& net, const data::LoaderOptions& train_opts, torch::Device device,
-                         const std::shared_ptr<data::Dataset>& ds,
+                         bool bf16, const std::shared_ptr<data::Dataset>& ds,
                          const std::function<void(const data::Batch&, const torch::Tensor&)>& take) {
   net->eval();
   torch::NoGradGuard ng;
@@ -97,7 +99,8 @@ void for_each_eval_batch(model::Encoder& net, const data::LoaderOptions& train_o
   lo.augment = data::eval_config(train_opts.augment);
   data::Loader loader(ds, lo);
   loader.start_epoch(1);
-  while (auto b = loader.next()) take(*b, normalise_rows(net->forward(b->images.to(device, true))));
+  while (auto b = loader.next())
+    take(*b, normalise_rows(bf16 ? model::forward_bf16(*net, b->images) : net->forward(b->images.to(device, true))));
 }
 }  // namespace
 
@@ -106,6 +109,7 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
   if (cfg.device == "cuda" && !torch::cuda::is_available())
     throw Error("", "--device cuda: no CUDA device or this LibTorch has no CUDA", "use --device cpu");
   auto& s = *s_;
+  cfg.precision = cfg.resolved_precision();  // config.json records what the run uses
   s.cfg = cfg;
   s.out = out_dir;
   s.ds = data::open_dataset(cfg.data, {cfg.channels, false});
@@ -174,6 +178,10 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
     log::info("resuming " + out_dir + " at epoch " + std::to_string(s.epoch) +
               (s.step ? ", step " + std::to_string(s.step) : ""));
   }
+  // After any checkpoint was loaded (loading brings contiguous weights back), so that a resumed
+  // run uses the same convolution kernels as an uninterrupted one.
+  if (cfg.precision == "bf16") model::to_channels_last(*s.net);
+  log::info("precision " + cfg.precision + (cfg.precision == "bf16" ? " (CPU bfloat16: " + cpu_bf16_report() + ")" : ""));
   write_file_atomically((fs::path(out_dir) / "config.json").string(), cfg.to_json() + "\n");
 }
 
@@ -238,6 +246,11 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   auto to_device = [&](const torch::Tensor& t) {
     return cuda ? pinned(t).to(s.device, /*non_blocking=*/true) : t;
   };
+  // The encoder's forward of a step: unit rows, float32 whatever the precision.
+  const bool bf16 = cfg.precision == "bf16";
+  auto encode = [&](const torch::Tensor& images) {
+    return normalise_rows(bf16 ? model::forward_bf16(*s.net, images) : s.net->forward(to_device(images)));
+  };
   // On a GPU the encoder's half of the step is replayed from CUDA graphs (graphed_step.h); the
   // method's half stays eager. Created here, after any checkpoint was loaded into the model.
   // The checkpoint writer's device-to-host copies must not run during the capture.
@@ -259,7 +272,8 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       if (cfg.graph_features == "recomputed" && step_loss.use_invariance) {  // the graph is unused before
         auto t = std::chrono::steady_clock::now();
         rows = rows.clone();  // an item the loader skips keeps its bank row
-        for_each_eval_batch(s.net, s.loader_opts, s.device, s.ds, [&](const data::Batch& b, const torch::Tensor& z) {
+        // Part of the training arithmetic: in the run's precision (the monitor below is not).
+        for_each_eval_batch(s.net, s.loader_opts, s.device, bf16, s.ds, [&](const data::Batch& b, const torch::Tensor& z) {
           rows.index_copy_(0, b.indices.to(s.device), z);
         });
         m.graph_features_seconds = seconds_since(t);
@@ -289,7 +303,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       auto ids = to_device(batch->indices);
       // The graphed step takes the pinned batch itself (one copy into its static input).
       auto z = graphed ? graphed->forward(pinned(batch->images))  // graphed: CUDA only
-                       : normalise_rows(s.net->forward(to_device(batch->images)));
+                       : encode(batch->images);
       auto zl = graphed ? z.detach().requires_grad_(true) : z;  // the loss's leaf when graphed
       phase_end();
       m.forward += seconds_since(t1);
@@ -340,7 +354,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     m.skipped_bad = int64_t(loader.bad_count());
     if (s.test_ds && cfg.knn_every > 0 && s.epoch % cfg.knn_every == 0 && s.labels.max().item<int64_t>() >= 0) {
       std::vector<torch::Tensor> feats, labs;
-      for_each_eval_batch(s.net, s.loader_opts, s.device, s.test_ds, [&](const data::Batch& b, const torch::Tensor& z) {
+      for_each_eval_batch(s.net, s.loader_opts, s.device, /*bf16=*/false, s.test_ds, [&](const data::Batch& b, const torch::Tensor& z) {
         feats.push_back(z);
         labs.push_back(b.labels);
       });
