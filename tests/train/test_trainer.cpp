@@ -168,7 +168,7 @@ TEST(Trainer, ResumeWithIvfGraphEqualsUninterruptedRun) {
 // records the precision it used, and it learns the four classes as the float32 run does.
 TEST(Trainer, Bf16ResumesBitwiseAndLearns) {
   if (invp::cpu_bf16() == invp::CpuBf16::None) GTEST_SKIP() << "this CPU has no bfloat16 instructions";
-  invp::apply_thread_budget(2);
+  invp::apply_thread_budget(1);  // two 2-thread runs side by side (ctest -j2) spin OpenMP: 90 s, not 5
   Fixture f("bf16");
   f.cfg.precision = "bf16";
   Trainer(f.cfg, (f.root / "straight").string()).run();
@@ -238,7 +238,7 @@ TEST(Trainer, DifferentConfigRefusedUnlessForced) {
 }
 
 TEST(Trainer, LearnsClassStructureAndLossFalls) {
-  invp::apply_thread_budget(2);
+  invp::apply_thread_budget(1);  // two 2-thread runs side by side (ctest -j2) spin OpenMP: 90 s, not 5
   Fixture f("learn");
   f.learning_run(12, 6, 3);
   std::vector<invp::train::EpochMetrics> ms;
