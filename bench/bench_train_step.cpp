@@ -199,7 +199,7 @@ void run_preset(const Preset& p, const Options& o) {
     if (times) sync();
     auto t_step = Clock::now(), t0 = t_step;
     auto z = graphed ? graphed->forward(images)
-                     : normalise_rows(bf16 ? model::forward_bf16(*net, images) : net->forward(images));
+                     : normalise_rows(model::forward(*net, images, bf16));
     const double fwd = phase(t0);
     auto propagated = graph::propagate(g, indices, 3, mode).to(dev);
     const double prop = phase(t0);

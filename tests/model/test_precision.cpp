@@ -81,7 +81,7 @@ TEST(Precision, Bf16ForwardAndGradientsFollowFloat32) {
   auto x = torch::randn({16, 1, 28, 28});
   auto target = torch::randn({16, 32});
   auto zf = invp::model::normalise_rows(fp->forward(x));
-  auto out = invp::model::forward_bf16(*bf, x);
+  auto out = invp::model::forward(*bf, x, /*bf16=*/true);
   EXPECT_EQ(out.scalar_type(), torch::kFloat);
   auto zb = invp::model::normalise_rows(out);
   // BatchNorm took bf16 activations and kept float32 running statistics, which moved.

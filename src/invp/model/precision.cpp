@@ -40,7 +40,8 @@ void to_channels_last(torch::nn::Module& net) {
     if (p.dim() == 4) p.set_data(p.data().contiguous(c10::MemoryFormat::ChannelsLast));
 }
 
-torch::Tensor forward_bf16(EncoderImpl& net, const torch::Tensor& images) {
+torch::Tensor forward(EncoderImpl& net, const torch::Tensor& images, bool bf16) {
+  if (!bf16) return net.forward(images);
   torch::Tensor f;
   {
     CpuBf16Autocast autocast;

@@ -27,8 +27,9 @@ class CpuBf16Autocast {
 // place: the values are unchanged and optimisers holding the parameters keep working.
 void to_channels_last(torch::nn::Module& net);
 
-// net.forward(images) with the backbone in bfloat16 (the images made channels-last, to match
-// weights put there by to_channels_last) and the projection head in float32.
-torch::Tensor forward_bf16(EncoderImpl& net, const torch::Tensor& images);
+// net.forward(images); with `bf16`, the backbone in bfloat16 (the images made channels-last,
+// to match weights put there by to_channels_last) and the projection head in float32. The
+// output is float32 either way.
+torch::Tensor forward(EncoderImpl& net, const torch::Tensor& images, bool bf16);
 
 }  // namespace invp::model

@@ -100,7 +100,7 @@ void for_each_eval_batch(model::Encoder& net, const data::LoaderOptions& train_o
   data::Loader loader(ds, lo);
   loader.start_epoch(1);
   while (auto b = loader.next())
-    take(*b, normalise_rows(bf16 ? model::forward_bf16(*net, b->images) : net->forward(b->images.to(device, true))));
+    take(*b, normalise_rows(model::forward(*net, b->images.to(device, true), bf16)));
 }
 }  // namespace
 
@@ -249,7 +249,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   // The encoder's forward of a step: unit rows, float32 whatever the precision.
   const bool bf16 = cfg.precision == "bf16";
   auto encode = [&](const torch::Tensor& images) {
-    return normalise_rows(bf16 ? model::forward_bf16(*s.net, images) : s.net->forward(to_device(images)));
+    return normalise_rows(model::forward(*s.net, to_device(images), bf16));
   };
   // On a GPU the encoder's half of the step is replayed from CUDA graphs (graphed_step.h); the
   // method's half stays eager. Created here, after any checkpoint was loaded into the model.
