@@ -110,3 +110,57 @@ TEST(Precision, Bf16ForwardAndGradientsFollowFloat32) {
   }
   EXPECT_GT(cosine(torch::cat(all_f), torch::cat(all_b)), 0.9);
 }
+
+// Float32 with channels-last weights (what the trainer does from width 16 and the embedder
+// always, for oneDNN's faster kernels) computes the same function and gradients as the
+// contiguous layout, to float rounding.
+TEST(Precision, ChannelsLastFloat32MatchesContiguous) {
+  torch::manual_seed(5);
+  EncoderConfig cfg;
+  cfg.width = 16;
+  cfg.in_channels = 3;
+  cfg.dim = 32;
+  Encoder a(cfg), b(cfg);
+  {
+    torch::NoGradGuard ng;
+    auto pa = a->parameters(), pb = b->parameters();
+    for (size_t i = 0; i < pa.size(); ++i) pb[i].copy_(pa[i]);
+  }
+  invp::model::to_channels_last(*b);
+  auto x = torch::randn({8, 3, 20, 20});
+  auto za = invp::model::forward(*a, x, /*bf16=*/false);
+  auto zb = invp::model::forward(*b, x, /*bf16=*/false);
+  EXPECT_TRUE(torch::allclose(za, zb, 1e-4, 1e-5)) << (za - zb).abs().max().item<double>();
+  za.pow(2).sum().backward();
+  zb.pow(2).sum().backward();
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  for (auto& p : pa) {
+    auto ga = p.value().grad(), gb = pb[p.key()].grad();
+    ASSERT_TRUE(gb.defined()) << p.key();
+    EXPECT_TRUE(torch::allclose(ga, gb, 1e-3, 1e-4 * ga.abs().max().item<double>())) << p.key();
+  }
+  a->eval();
+  b->eval();
+  torch::NoGradGuard ng;
+  auto fa = invp::model::features(*a, x, false), fb = invp::model::features(*b, x, false);
+  EXPECT_TRUE(torch::allclose(fa, fb, 1e-4, 1e-5));
+}
+
+TEST(Precision, CpuPrecisionResolves) {
+  using invp::model::resolve_cpu_precision;
+  EXPECT_EQ(resolve_cpu_precision("fp32", true), "fp32");
+  EXPECT_EQ(resolve_cpu_precision("tf32", true), "fp32");  // a GPU mode
+  EXPECT_EQ(resolve_cpu_precision("auto", false), "fp32");
+  const auto cpu = invp::cpu_bf16();
+  EXPECT_EQ(resolve_cpu_precision("auto", true), cpu == invp::CpuBf16::Amx ? "bf16" : "fp32");
+  if (cpu == invp::CpuBf16::None) {
+    try {
+      resolve_cpu_precision("bf16", true, "--embed-precision");
+      ADD_FAILURE() << "bf16 accepted on a CPU without it";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("--embed-precision bf16"), std::string::npos) << e.what();
+    }
+  } else {
+    EXPECT_EQ(resolve_cpu_precision("bf16", false), "bf16");
+  }
+}

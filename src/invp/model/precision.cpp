@@ -1,5 +1,8 @@
 #include <invp/model/precision.h>
 
+#include <invp/core/cpu_features.h>
+#include <invp/core/error.h>
+
 #include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
 #include <torch/version.h>
@@ -34,23 +37,34 @@ CpuBf16Autocast::~CpuBf16Autocast() {
   set_cpu_dtype(was_dtype_);
 }
 
+std::string resolve_cpu_precision(const std::string& requested, bool auto_bf16_pays,
+                                  const std::string& flag) {
+  if (requested == "auto") return cpu_bf16() == CpuBf16::Amx && auto_bf16_pays ? "bf16" : "fp32";
+  if (requested != "bf16") return "fp32";
+  if (cpu_bf16() == CpuBf16::None)
+    throw Error("", flag + " bf16: this CPU has no bfloat16 instructions (AMX or AVX512-BF16)",
+                "use " + flag + " fp32 or auto");
+  return "bf16";
+}
+
 void to_channels_last(torch::nn::Module& net) {
   c10::NoGradGuard no_grad;
   for (auto& p : net.parameters())
     if (p.dim() == 4) p.set_data(p.data().contiguous(c10::MemoryFormat::ChannelsLast));
 }
 
+torch::Tensor features(EncoderImpl& net, const torch::Tensor& images, bool bf16) {
+  // In float32 the convolutions follow the weights' memory format by themselves.
+  if (!bf16) return net.features(images);
+  CpuBf16Autocast autocast;
+  return net.features(images.contiguous(c10::MemoryFormat::ChannelsLast)).to(torch::kFloat);
+}
+
 torch::Tensor forward(EncoderImpl& net, const torch::Tensor& images, bool bf16) {
-  if (!bf16) return net.forward(images);
-  torch::Tensor f;
-  {
-    CpuBf16Autocast autocast;
-    f = net.features(images.contiguous(c10::MemoryFormat::ChannelsLast));
-  }
   // The head in float32: it is cheap, and the embedding the loss, the bank and the graph use
   // then carries no bf16 rounding of its own (84.94 % against 84.68 % with a bf16 head, one
   // run each; BENCHMARKS.md).
-  return net.head(f.to(torch::kFloat));
+  return net.head(features(net, images, bf16));
 }
 
 }  // namespace invp::model

@@ -9,6 +9,8 @@
 #include <c10/core/ScalarType.h>
 #include <torch/nn/module.h>
 
+#include <string>
+
 namespace invp::model {
 
 class CpuBf16Autocast {
@@ -23,13 +25,24 @@ class CpuBf16Autocast {
   c10::ScalarType was_dtype_;
 };
 
+// What a requested precision comes to on the CPU: "bf16" or "fp32". "auto" is bf16 where
+// the CPU has AMX and `auto_bf16_pays` (the caller's measured rule), else fp32; "fp32" and
+// "tf32" (a GPU mode) are fp32; "bf16" is bf16, or throws invp::Error (flag `flag`) on a CPU
+// without bfloat16 instructions, where oneDNN has no bf16 convolution.
+std::string resolve_cpu_precision(const std::string& requested, bool auto_bf16_pays,
+                                  const std::string& flag = "--precision");
+
 // Puts every 4-d parameter (the convolution weights) into channels-last memory order, in
-// place: the values are unchanged and optimisers holding the parameters keep working.
+// place: the values are unchanged and optimisers holding the parameters keep working. The
+// convolutions then run oneDNN's channels-last kernels, in float32 too: on this CPU a float32
+// training step ~10 % faster from width 16 (12 % slower at width 8) and a forward pass ~25 %
+// faster at every width, with the same values to float rounding (BENCHMARKS.md, session 13).
 void to_channels_last(torch::nn::Module& net);
 
-// net.forward(images); with `bf16`, the backbone in bfloat16 (the images made channels-last,
-// to match weights put there by to_channels_last) and the projection head in float32. The
-// output is float32 either way.
+// net.features(images) and net.forward(images) as every caller runs them: with `bf16` (CPU
+// only) the backbone in bfloat16 (the images made channels-last, to match weights put there by
+// to_channels_last) and the projection head in float32. The output is float32 either way.
+torch::Tensor features(EncoderImpl& net, const torch::Tensor& images, bool bf16);
 torch::Tensor forward(EncoderImpl& net, const torch::Tensor& images, bool bf16);
 
 }  // namespace invp::model

@@ -1,6 +1,6 @@
-#include <invp/core/cpu_features.h>
 #include <invp/core/error.h>
 #include <invp/core/hash.h>
+#include <invp/model/precision.h>
 #include <invp/train/train_config.h>
 
 #include <nlohmann/json.hpp>
@@ -96,12 +96,7 @@ std::string TrainConfig::resolved_precision() const {
   if (device == "cuda") return precision == "fp32" ? "fp32" : "tf32";
   // bf16 pays with AMX from width 16 (steps 1.6× faster at 16, 3× at 64); at width 8 it is ~5 %
   // slower (LibTorch 1.13's bf16 BatchNorm backward takes a slow path at 8 channels; BENCHMARKS.md).
-  if (precision == "auto") return cpu_bf16() == CpuBf16::Amx && width >= 16 ? "bf16" : "fp32";
-  if (precision != "bf16") return "fp32";  // tf32 is a GPU mode
-  if (cpu_bf16() == CpuBf16::None)
-    throw Error("", "--precision bf16: this CPU has no bfloat16 instructions (AMX or AVX512-BF16)",
-                "use --precision fp32 or auto");
-  return "bf16";
+  return model::resolve_cpu_precision(precision, width >= 16);
 }
 
 std::string TrainConfig::config_hash() const { return hash_string(defining_json(*this, true).dump()); }
