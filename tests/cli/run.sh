@@ -92,6 +92,11 @@ check "missing data refusal leaves no run directory" test ! -e "$work/nodata"
 "$INVP" -q --json embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/e.h5" > "$work/embed.json"; rc=$?
 check "embed exits 0" test $rc -eq 0
 check "embed json rows" grep -q '"rows":48' "$work/embed.json"
+check "embed json precision (fp32 by default)" grep -q '"precision":"fp32"' "$work/embed.json"
+"$INVP" -q embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/p.h5" --precision fp16 > /dev/null 2>&1; rc=$?
+check "embed --precision fp16 is a usage error" test $rc -eq 2
+"$INVP" -q --json embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/p.h5" --precision auto > "$work/auto.json"; rc=$?
+check "embed --precision auto exits 0 and says what it used" sh -c "test $rc -eq 0 && grep -Eq '\"precision\":\"(fp32|bf16)\"' '$work/auto.json'"
 check "no partial left" test ! -e "$work/e.h5.partial"
 cp "$work/e.h5" "$work/e.h5.good"
 (ulimit -f 8; trap '' XFSZ; "$INVP" -q embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/e.h5" 2> "$work/full.err"); rc=$?

@@ -2,6 +2,7 @@
 // in memory, resume after a kill equals an uninterrupted run), index directories (exact
 // results against brute force, add without rebuild, generations and leftovers, integrity
 // checks, model checks) and inspection (categories, purity, propagation).
+#include <invp/core/cpu_features.h>
 #include <invp/core/error.h>
 #include <invp/core/hash.h>
 #include <invp/index/exact_knn.h>
@@ -117,6 +118,50 @@ TEST(Embed, BackboneOutputIsTheNormalisedPooledFeatures) {
   auto expect = torch::nn::functional::normalize(net->features(x), torch::nn::functional::NormalizeFuncOptions().dim(1));
   EXPECT_TRUE(torch::allclose(f, expect, 1e-5, 1e-6));
   EXPECT_EQ(head.embed(x).size(1), 16);
+}
+
+// --precision: bf16 rows follow fp32's within bf16's rounding, the file records the choice, and
+// what cannot run is refused before any work.
+TEST(Embed, PrecisionIsResolvedAppliedAndRecorded) {
+  auto dir = temp_dir("precision");
+  auto src = write_idx(dir, 64);
+  auto model = write_model(dir, 16, 2);
+  auto refused = [&](const std::string& device, const std::string& precision, const std::string& what) {
+    try {
+      search::Embedder e(model, device, search::Embedder::Output::head, precision);
+      ADD_FAILURE() << device << " " << precision << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  refused("cpu", "fp16", "--precision must be auto, fp32 or bf16");
+  refused("cuda", "bf16", "--device cpu");
+  search::Embedder f32(model, "cpu", search::Embedder::Output::head, "fp32");
+  EXPECT_EQ(f32.precision(), "fp32");
+  const auto cpu = cpu_bf16();
+  EXPECT_EQ(search::Embedder(model, "cpu", search::Embedder::Output::head, "auto").precision(),
+            cpu == CpuBf16::Amx ? "bf16" : "fp32");
+  if (cpu == CpuBf16::None) {
+    refused("cpu", "bf16", "no bfloat16 instructions");
+    fs::remove_all(dir);
+    GTEST_SKIP() << "this CPU has no bfloat16 instructions";
+  }
+  search::Embedder b16(model, "cpu", search::Embedder::Output::head, "bf16");
+  EXPECT_EQ(b16.precision(), "bf16");
+  auto ds = data::open_dataset(src);
+  auto a = search::embed_dataset_in_memory(f32, ds, 32).features;
+  auto b = search::embed_dataset_in_memory(b16, ds, 32).features;
+  EXPECT_EQ(b.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(b.norm(2, 1).mean().item<double>(), 1.0, 1e-5);
+  auto cos = (a * b).sum(1);
+  EXPECT_GT(cos.min().item<double>(), 0.99);
+  EXPECT_LT(cos.min().item<double>(), 1.0 - 1e-7) << "no bf16 rounding seen";
+  auto out = (dir / "b.h5").string();
+  search::embed_to_file(b16, src, out, {});
+  store::EmbeddingReader r(out);
+  EXPECT_EQ(r.meta().precision, "bf16");
+  EXPECT_TRUE(torch::equal(r.read_all().embeddings, search::embed_dataset_in_memory(b16, ds, 256).features));
+  fs::remove_all(dir);
 }
 
 TEST(Embed, StreamEqualsInMemoryAndResumesAfterKill) {

@@ -100,6 +100,7 @@ TEST(Store, RoundTripKeepsValuesIdsUnicodePathsLabelsAndAttributes) {
   auto rows = make_rows(0, 23, 12);
   auto meta = make_meta(12);
   meta.created = "2024-01-02T03:04:05Z";
+  meta.precision = "bf16";
   auto path = (dir / "e mb é.h5").string();
   write_store(path, meta, rows);
 
@@ -111,6 +112,7 @@ TEST(Store, RoundTripKeepsValuesIdsUnicodePathsLabelsAndAttributes) {
   EXPECT_EQ(r.meta().model_path, meta.model_path);
   EXPECT_EQ(r.meta().source, meta.source);
   EXPECT_EQ(r.meta().created, meta.created);
+  EXPECT_EQ(r.meta().precision, "bf16");
   EXPECT_EQ(r.meta().categories, meta.categories);
   EXPECT_TRUE(r.meta().with_embeddings);
   auto all = r.read_all();
@@ -178,6 +180,7 @@ TEST(Store, DatasetsArePlainNativeTypesForAnyHdf5Reader) {
   EXPECT_EQ(read_vlen_strings(f.id, "categories"), make_meta(6).categories);
   EXPECT_EQ(string_attr(f.id, "model_hash"), "0123456789abcdef");
   EXPECT_EQ(string_attr(f.id, "source"), make_meta(6).source);
+  EXPECT_EQ(string_attr(f.id, "precision"), "fp32");
   {
     H5Handle a{H5Aopen(f.id, "dim", H5P_DEFAULT), H5Aclose};
     int64_t dim = 0;
@@ -188,6 +191,22 @@ TEST(Store, DatasetsArePlainNativeTypesForAnyHdf5Reader) {
     ASSERT_GE(H5Aread(v.id, H5T_NATIVE_INT32, &version), 0);
     EXPECT_EQ(version, kStoreFormatVersion);
   }
+  fs::remove_all(dir);
+}
+
+TEST(Store, FileWithoutPrecisionAttributeReadsAsFp32) {
+  auto dir = temp_dir("noprecision");
+  auto path = (dir / "e.h5").string();
+  auto meta = make_meta(6);
+  meta.precision = "bf16";
+  write_store(path, meta, make_rows(0, 4, 6));
+  ASSERT_EQ(EmbeddingReader(path).meta().precision, "bf16");
+  {  // as written before the attribute existed
+    H5Handle f{H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose};
+    ASSERT_GE(f.id, 0);
+    ASSERT_GE(H5Adelete(f.id, "precision"), 0);
+  }
+  EXPECT_EQ(EmbeddingReader(path).meta().precision, "fp32");
   fs::remove_all(dir);
 }
 

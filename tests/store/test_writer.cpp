@@ -169,6 +169,10 @@ TEST(Writer, MismatchedManifestStartsAfresh) {
   moved.source = "/elsewhere";
   EXPECT_EQ(EmbeddingWriter(out, moved, 10).resume_rows(), 0);
   killed_run(out, 30, 10);
+  auto bf16 = make_meta(kDim);  // rows computed in another precision are not continued
+  bf16.precision = "bf16";
+  EXPECT_EQ(EmbeddingWriter(out, bf16, 10).resume_rows(), 0);
+  killed_run(out, 30, 10);
   std::ofstream(out + ".partial/manifest.json", std::ios::trunc) << "{ not json";
   EXPECT_EQ(EmbeddingWriter(out, make_meta(kDim), 10).resume_rows(), 0);
 

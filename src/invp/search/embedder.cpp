@@ -5,6 +5,7 @@
 #include <invp/core/progress.h>
 #include <invp/data/decode.h>
 #include <invp/data/loader.h>
+#include <invp/model/precision.h>
 #include <invp/search/embedder.h>
 #include <invp/store/embedding_store.h>
 
@@ -26,16 +27,25 @@ data::LoaderOptions eval_loader(const data::AugmentConfig& transform, int batch_
 }
 }  // namespace
 
-Embedder::Embedder(const std::string& model_pt, const std::string& device, Output output)
+Embedder::Embedder(const std::string& model_pt, const std::string& device, Output output,
+                   const std::string& precision)
     : path_(model_pt), device_(device == "cuda" ? torch::kCUDA : torch::kCPU), output_(output) {
   if (device != "cpu" && device != "cuda")
     throw Error("", "--device must be cpu or cuda, not '" + device + "'");
+  if (precision != "auto" && precision != "fp32" && precision != "bf16")
+    throw Error("", "--precision must be auto, fp32 or bf16, not '" + precision + "'");
+  if (device_.is_cuda() && precision == "bf16")
+    throw Error("", "--precision bf16 is for --device cpu in this version", "use --precision fp32");
   if (device_.is_cuda() && !torch::cuda::is_available())
     throw Error("", "--device cuda: no CUDA device or this LibTorch has no CUDA", "use --device cpu");
+  // Inference has no BatchNorm backward, so bf16 pays with AMX at every width (2.4× at width 8
+  // and 16, 3× for ResNet-50 at 224 px; BENCHMARKS.md).
+  precision_ = device_.is_cuda() ? "fp32" : model::resolve_cpu_precision(precision, /*auto_bf16_pays=*/true);
   net_ = model::load_model(model_pt, &info_);
   hash_ = hash_file(model_pt);
   net_->to(device_);
   net_->eval();
+  if (device_.is_cpu()) model::to_channels_last(*net_);  // model::forward's CPU layout
   transform_ = data::eval_config(data::small_image_preset(info_.input_size, info_.encoder.in_channels));
   transform_.mean = info_.mean;
   transform_.std = info_.std;
@@ -47,7 +57,8 @@ torch::Tensor Embedder::embed(const torch::Tensor& images) {
   if (images.dim() != 4 || images.size(1) != channels())
     throw Error(path_, "images must be N×" + std::to_string(channels()) + "×H×W for this model");
   auto x = images.to(device_, /*non_blocking=*/true);
-  auto z = output_ == Output::head ? net_->forward(x) : net_->features(x);
+  const bool bf16 = precision_ == "bf16";
+  auto z = output_ == Output::head ? model::forward(*net_, x, bf16) : model::features(*net_, x, bf16);
   z = torch::nn::functional::normalize(z, torch::nn::functional::NormalizeFuncOptions().dim(1));
   return z.to(torch::kCPU, torch::kFloat32).contiguous();
 }
@@ -116,6 +127,7 @@ EmbedReport embed_to_file(Embedder& embedder, const std::string& source, const s
   meta.model_hash = embedder.model_hash();
   meta.model_path = std::filesystem::absolute(embedder.model_path()).string();
   meta.source = source;
+  meta.precision = embedder.precision();
   meta.categories = ds->class_names();
   store::EmbeddingWriter writer(out, meta, opts.chunk_rows);
   EmbedReport r;

@@ -23,12 +23,16 @@ class Embedder {
   // What embed() returns: the head's D-dim output (what training, the bank and the indexes
   // use), or the pooled F-dim backbone features before the head (an evaluation protocol).
   enum class Output { head, backbone };
-  // Loads MODEL_PT (and model.json beside it) onto DEVICE ("cpu" or "cuda").
+  // Loads MODEL_PT (and model.json beside it) onto DEVICE ("cpu" or "cuda"). PRECISION:
+  // "fp32", "bf16" (CPU only: the backbone in bfloat16, 2.4-3× faster with AMX; rows within
+  // a cosine of 0.9994 of fp32's, 98 % of top-10 neighbours kept; BENCHMARKS.md) or "auto"
+  // (bf16 on a CPU with AMX, else fp32). Throws invp::Error for bf16 on a GPU or on a CPU without bf16 instructions.
   explicit Embedder(const std::string& model_pt, const std::string& device = "cpu",
-                    Output output = Output::head);
+                    Output output = Output::head, const std::string& precision = "fp32");
   const model::ModelInfo& info() const { return info_; }
   const std::string& model_path() const { return path_; }
   const std::string& model_hash() const { return hash_; }  // XXH3-128 of model.pt's bytes
+  const std::string& precision() const { return precision_; }  // resolved: "fp32" or "bf16"
   int channels() const { return info_.encoder.in_channels; }
   int dim() const { return output_ == Output::head ? info_.encoder.dim : info_.encoder.feature_width(); }
   data::AugmentConfig transform() const { return transform_; }
@@ -39,7 +43,7 @@ class Embedder {
   torch::Tensor embed_images(const std::vector<data::Image>& images);
 
  private:
-  std::string path_, hash_;
+  std::string path_, hash_, precision_;
   model::ModelInfo info_;
   model::Encoder net_{nullptr};
   torch::Device device_{torch::kCPU};

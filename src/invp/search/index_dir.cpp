@@ -409,7 +409,7 @@ index::AnnIndex& IndexHandle::ann() {
 
 const std::vector<std::string>& IndexHandle::categories() const { return meta_->meta().categories; }
 
-Embedder& IndexHandle::embedder() {
+Embedder& IndexHandle::embedder(const std::string& precision) {
   if (!embedder_) {
     std::string model = model_override_;
     if (model.empty()) {
@@ -418,7 +418,7 @@ Embedder& IndexHandle::embedder() {
                     "pass --model (the one that made its embeddings), or query with --id");
       model = (fs::path(dir_) / "model.pt").string();
     }
-    embedder_ = std::make_unique<Embedder>(model, device_);
+    embedder_ = std::make_unique<Embedder>(model, device_, Embedder::Output::head, precision);
     if (!info_.model_hash.empty() && embedder_->model_hash() != info_.model_hash)
       throw Error(model, "is not the model of index " + dir_ + " (hash differs)",
                   "use the index's own model, or rebuild the index with this one");

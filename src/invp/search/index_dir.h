@@ -99,8 +99,9 @@ class IndexHandle {
   index::AnnIndex& ann();
   store::EmbeddingReader& meta() { return *meta_; }
   const std::vector<std::string>& categories() const;
-  // The model (loaded on first use); throws invp::Error if the index has none.
-  Embedder& embedder();
+  // The model (loaded on first use, in `precision`: see Embedder); throws invp::Error if the
+  // index has none.
+  Embedder& embedder(const std::string& precision = "fp32");
   bool has_labels();
 
   // k best hits per query row (Q×D normalised); `exclude` (one id per query, −1 for none)

@@ -201,6 +201,8 @@ void EmbeddingReader::Impl::open() {
   meta.model_path = string_attr("model_path");
   meta.source = string_attr("source");
   meta.created = string_attr("created");
+  meta.precision = string_attr("precision");
+  if (meta.precision.empty()) meta.precision = "fp32";  // written before the attribute existed
 
   ids = dataset("ids", H5T_INTEGER, 1, true);
   labels = dataset("labels", H5T_INTEGER, 1, true);

@@ -6,7 +6,9 @@
 //   /labels      int32 N      (−1 = unknown)
 //   /categories  variable-length UTF-8 strings, C (label → name; present, possibly empty)
 //   root attributes: format_version (int32), dim (int64), model_hash (string),
-//                    model_path (string), source (string), created (string, ISO-8601 UTC)
+//                    model_path (string), source (string), created (string, ISO-8601 UTC),
+//                    precision (string: "fp32" or "bf16", the encoder's arithmetic; files
+//                    written before it existed read as "fp32")
 // Numbers are little-endian IEEE / two's complement; string datasets are variable-length
 // UTF-8 (h5py: .asstr()), string attributes fixed-length UTF-8 (h5py: bytes, .decode()), so
 // that reading metadata never trusts HDF5's global heap. No compound types, no filters.
@@ -32,6 +34,7 @@ struct StoreMeta {
   std::string model_path;               // model.pt that made the file (may be empty)
   std::string source;
   std::string created;                  // filled by the writer when empty
+  std::string precision = "fp32";       // how the encoder computed the rows: "fp32" or "bf16"
   std::vector<std::string> categories;  // label → name; may be empty
   // Whether the file holds /embeddings. Writers drop the embeddings of appended rows when
   // false; readers set it from the file, so a reader's meta() copied into a writer keeps
@@ -56,7 +59,7 @@ struct Rows {
 // and written in chunks of `chunk_rows` as files under the directory "OUT.partial/" (each
 // chunk file written atomically, plus a manifest of meta + chunk size). Constructing a
 // writer over an existing OUT.partial whose manifest matches (dim, model_hash, source,
-// chunk_rows, with_embeddings) resumes: resume_rows() says how many rows are already stored
+// precision, chunk_rows, with_embeddings) resumes: resume_rows() says how many rows are already stored
 // and the caller continues from there (categories and model_path are taken from the new
 // meta; `created` from the manifest unless given). A mismatching manifest is discarded with
 // a warning. finish() assembles OUT (HDF5, streamed chunk by chunk) under a temp name,

@@ -40,7 +40,8 @@ std::string chunk_name(int64_t i) {
 json identity(const StoreMeta& m, int64_t chunk_rows) {
   return {{"format", kManifestFormat},   {"version", kManifestVersion},
           {"dim", m.dim},                {"model_hash", m.model_hash},
-          {"source", m.source},          {"chunk_rows", chunk_rows},
+          {"source", m.source},          {"precision", m.precision},
+          {"chunk_rows", chunk_rows},
           {"with_embeddings", m.with_embeddings}};
 }
 

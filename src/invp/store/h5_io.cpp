@@ -121,6 +121,7 @@ StoreFileWriter::StoreFileWriter(const std::string& path, const std::string& sho
     put_string(root, "model_path", meta_.model_path);
     put_string(root, "source", meta_.source);
     put_string(root, "created", meta_.created);
+    put_string(root, "precision", meta_.precision);
   }, kWriteFix);
 }
 
