@@ -38,8 +38,8 @@ Embedder::Embedder(const std::string& model_pt, const std::string& device, Outpu
     throw Error("", "--precision bf16 is for --device cpu in this version", "use --precision fp32");
   if (device_.is_cuda() && !torch::cuda::is_available())
     throw Error("", "--device cuda: no CUDA device or this LibTorch has no CUDA", "use --device cpu");
-  // Inference has no BatchNorm backward, so bf16 pays with AMX at every width (2.4× at width 8
-  // and 16, 3× for ResNet-50 at 224 px; BENCHMARKS.md).
+  // Inference has no BatchNorm backward, so with AMX bf16 pays at width 8 as well (BENCHMARKS.md,
+  // "bf16 and channels-last embedding").
   precision_ = device_.is_cuda() ? "fp32" : model::resolve_cpu_precision(precision, /*auto_bf16_pays=*/true);
   net_ = model::load_model(model_pt, &info_);
   hash_ = hash_file(model_pt);
