@@ -170,7 +170,8 @@ void run_preset(const Preset& p, const Options& o) {
   auto sync = [&] { rig.sync(); };
   net->train();
   const bool bf16 = o.precision == "bf16";
-  if (dev.is_cpu() && (bf16 || p.enc.width >= 16)) model::to_channels_last(*net);  // as the trainer does
+  if (dev.is_cpu() && model::channels_last_pays_in_cpu_training(bf16, p.enc.width))
+    model::to_channels_last(*net);  // as the trainer does
   train::MemoryBank bank(o.bank, p.enc.dim, 7);
   bank.data().copy_(normalise_rows(bank.data()));  // a trained bank has unit rows
   auto g = make_graph(bank.data(), 4, o.graph);

@@ -53,6 +53,8 @@ void to_channels_last(torch::nn::Module& net) {
     if (p.dim() == 4) p.set_data(p.data().contiguous(c10::MemoryFormat::ChannelsLast));
 }
 
+bool channels_last_pays_in_cpu_training(bool bf16, int width) { return bf16 || width >= 16; }
+
 torch::Tensor features(EncoderImpl& net, const torch::Tensor& images, bool bf16) {
   // In float32 the convolutions follow the weights' memory format by themselves.
   if (!bf16) return net.features(images);

@@ -39,6 +39,11 @@ std::string resolve_cpu_precision(const std::string& requested, bool auto_bf16_p
 // faster at every width, with the same values to float rounding (BENCHMARKS.md, session 13).
 void to_channels_last(torch::nn::Module& net);
 
+// Whether CPU training of an encoder of `width` should use to_channels_last: always for bf16
+// (oneDNN's AMX kernels need it), in float32 from width 16 (epochs 10 % faster at 16, 12 %
+// slower at 8; BENCHMARKS.md, session 13).
+bool channels_last_pays_in_cpu_training(bool bf16, int width);
+
 // net.features(images) and net.forward(images) as every caller runs them: with `bf16` (CPU
 // only) the backbone in bfloat16 (the images made channels-last, to match weights put there by
 // to_channels_last) and the projection head in float32. The output is float32 either way.

@@ -26,7 +26,8 @@ class Embedder {
   // Loads MODEL_PT (and model.json beside it) onto DEVICE ("cpu" or "cuda"). PRECISION:
   // "fp32", "bf16" (CPU only: the backbone in bfloat16, 2.6× the images/s with AMX at width
   // 16; rows within a cosine of 0.9994 of fp32's, 98 % of top-10 neighbours kept;
-  // BENCHMARKS.md) or "auto" (bf16 on a CPU with AMX, else fp32). Throws invp::Error for bf16 on a GPU or on a CPU without bf16 instructions.
+  // BENCHMARKS.md) or "auto" (bf16 on a CPU with AMX, else fp32). Throws invp::Error for
+  // bf16 on a GPU or on a CPU without bf16 instructions.
   explicit Embedder(const std::string& model_pt, const std::string& device = "cpu",
                     Output output = Output::head, const std::string& precision = "fp32");
   const model::ModelInfo& info() const { return info_; }

@@ -178,11 +178,10 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force) : s_(std::mak
     log::info("resuming " + out_dir + " at epoch " + std::to_string(s.epoch) +
               (s.step ? ", step " + std::to_string(s.step) : ""));
   }
-  // On the CPU the convolution weights go channels-last where that is faster: for bf16 (AMX
-  // kernels) and, in float32, from width 16 (epochs 10 % faster at 16, 12 % slower at 8;
-  // BENCHMARKS.md). After any checkpoint was loaded, so that a resumed run uses the same
-  // convolution kernels as an uninterrupted one.
-  if (s.device.is_cpu() && (cfg.precision == "bf16" || cfg.width >= 16)) model::to_channels_last(*s.net);
+  // Channels-last weights where that is faster on the CPU. After any checkpoint was loaded, so
+  // that a resumed run uses the same convolution kernels as an uninterrupted one.
+  if (s.device.is_cpu() && model::channels_last_pays_in_cpu_training(cfg.precision == "bf16", cfg.width))
+    model::to_channels_last(*s.net);
   log::info("precision " + cfg.precision + (cfg.precision == "bf16" ? " (CPU bfloat16: " + cpu_bf16_report() + ")" : ""));
   write_file_atomically((fs::path(out_dir) / "config.json").string(), cfg.to_json() + "\n");
 }
