@@ -74,14 +74,15 @@ nlohmann::json info_json(const std::string& dir, const search::IndexInfo& i) {
   return {{"index", dir}, {"recipe", i.recipe.name}, {"factory", i.factory}, {"reason", i.choice_reason},
           {"size", i.size}, {"dim", i.dim}, {"search_params", i.search_params},
           {"recall_at_k", i.recall}, {"k", i.tuned_k}, {"queries_per_second", i.queries_per_second},
-          {"build_seconds", i.build_seconds}, {"has_model", i.has_model}, {"generation", i.generation}};
+          {"build_seconds", i.build_seconds}, {"has_model", i.has_model}, {"generation", i.generation},
+          {"precision", i.precision}};
 }
 
 void print_info(const std::string& dir, const search::IndexInfo& i) {
   std::cout << "index      " << dir << "\n"
             << "recipe     " << i.recipe.name << " (" << i.factory << ")\n"
             << "why        " << i.choice_reason << "\n"
-            << "items      " << i.size << " x " << i.dim << "\n"
+            << "items      " << i.size << " x " << i.dim << " (embedded in " << i.precision << ")\n"
             << "search     ";
   for (auto& [k, v] : i.search_params) std::cout << k << "=" << v << " ";
   std::cout << (i.search_params.empty() ? "(exact)" : "") << "\n"
@@ -143,6 +144,10 @@ void add_index(CLI::App& app) {
         if (!r.has_embeddings()) throw Error(*aemb, "holds no /embeddings");
         rows = r.read_all();
         hash = r.meta().model_hash;
+        const auto have = search::read_index_info(*adir).precision;
+        if (r.meta().precision != have)
+          log::warn(*aemb + ": embedded in " + r.meta().precision + ", the index in " + have +
+                    " (same model, so they mix; neighbours shift by that precision's rounding)");
       } else {
         search::IndexHandle h(*adir);
         // New rows in the precision the index's embeddings were made in, where this CPU can.

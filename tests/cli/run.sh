@@ -112,6 +112,8 @@ check "index.json written" test -s "$work/idx/index.json"
 check "model copied into index" test -s "$work/idx/model.pt" -a -s "$work/idx/model.json"
 "$INVP" -q index build --embeddings "$work/e.h5" --out "$work/idx-hnsw" --recipe hnsw > "$work/hnsw.txt"; rc=$?
 check "hnsw recipe builds" sh -c "test $rc -eq 0 && grep -q HNSW '$work/hnsw.txt'"
+check "index build says the embeddings' precision" grep -q "embedded in fp32" "$work/hnsw.txt"
+check "index json carries the precision" grep -q '"precision":"fp32"' "$work/build.json"
 
 q="$work/shapes/class2/img 3.pgm"
 "$INVP" -q query --index "$work/idx" "$q" -k 5 > "$work/q.txt"; rc=$?

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <set>
 
@@ -88,10 +89,12 @@ store::Rows clustered(int64_t c, int64_t n, int64_t d, double noise, uint64_t se
   return r;
 }
 
-std::string write_embeddings(const fs::path& dir, const store::Rows& rows, const std::string& hash = "h") {
+std::string write_embeddings(const fs::path& dir, const store::Rows& rows, const std::string& hash = "h",
+                             const std::string& precision = "fp32") {
   store::StoreMeta m;
   m.dim = rows.embeddings.size(1);
   m.model_hash = hash;
+  m.precision = precision;
   m.categories = {"zero", "one", "two", "three", "four", "five"};
   auto p = (dir / "emb.h5").string();
   store::write_store(p, m, rows);
@@ -268,6 +271,32 @@ TEST(IndexDir, FlatEqualsBruteForceAndAddFindsNewItems) {
   fs::remove_all(dir);
 }
 
+// index.json records the precision the embeddings were made in; an index.json written before
+// the key existed takes it from the generation's meta file, which has always carried it.
+TEST(IndexDir, RecordsTheEmbeddingsPrecision) {
+  auto dir = temp_dir("precision_idx");
+  auto rows = clustered(2, 20, 8, 0.2, 5);
+  search::BuildOptions bo;
+  bo.recipe = "flat";
+  const auto idx = (dir / "idx").string();
+  EXPECT_EQ(search::build_index(write_embeddings(dir, rows), idx, bo).info.precision, "fp32");
+  EXPECT_EQ(search::build_index(write_embeddings(dir, rows, "h", "bf16"), idx, bo).info.precision, "bf16");
+  EXPECT_EQ(search::read_index_info(idx).precision, "bf16");
+  search::add_to_index(idx, clustered(1, 1, 8, 0.0, 6), "h");
+  EXPECT_EQ(search::read_index_info(idx).precision, "bf16");
+
+  const auto json_path = (dir / "idx" / "index.json").string();
+  std::ifstream in(json_path);
+  std::string text((std::istreambuf_iterator<char>(in)), {}), key = "\"precision\": \"bf16\",";
+  in.close();
+  const auto at = text.find(key);
+  ASSERT_NE(at, std::string::npos) << text;
+  text.erase(at, key.size());
+  std::ofstream(json_path) << text;
+  EXPECT_EQ(search::read_index_info(idx).precision, "bf16");
+  fs::remove_all(dir);
+}
+
 TEST(IndexDir, AutoHnswReachesTargetRecall) {
   auto dir = temp_dir("auto");
   auto rows = clustered(20, 250, 32, 0.5, 2);  // 5000 points
@@ -425,6 +454,7 @@ TEST(Formats, DocumentedExamplesParse) {
   auto idx = search::IndexInfo::from_json(block_after("## index.json"), "FORMATS.md");
   EXPECT_EQ(idx.size, 60000);
   EXPECT_EQ(idx.files.size(), 2u);
+  EXPECT_EQ(idx.precision, "fp32");
   // And what invp writes today reads back to the same record.
   EXPECT_EQ(search::IndexInfo::from_json(idx.to_json(), "x").to_json(), idx.to_json());
 }

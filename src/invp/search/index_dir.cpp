@@ -154,6 +154,7 @@ std::string IndexInfo::to_json() const {
          {"next_id", next_id},
          {"generation", generation},
          {"model_hash", model_hash},
+         {"precision", precision},
          {"model", has_model ? "model.pt" : ""},
          {"files", files_j},
          {"search_params", search_params},
@@ -186,6 +187,7 @@ IndexInfo IndexInfo::from_json(const std::string& text, const std::string& file)
     i.next_id = j.at("next_id").get<int64_t>();
     i.generation = j.at("generation").get<int>();
     i.model_hash = j.at("model_hash").get<std::string>();
+    i.precision = j.value("precision", "");  // empty: index.json predates the key
     i.has_model = !j.value("model", std::string()).empty();
     for (auto& [name, f] : j.at("files").items())
       i.files[name] = {f.at("bytes").get<int64_t>(), f.at("xxh3").get<std::string>()};
@@ -215,7 +217,17 @@ IndexInfo read_index_info(const std::string& dir) {
   auto path = (fs::path(dir) / "index.json").string();
   if (!fs::exists(dir)) throw Error(dir, "no such index directory", "build one with: invp index build");
   if (!fs::exists(path)) throw Error(dir, "not an index directory (no index.json)", "build one with: invp index build");
-  return IndexInfo::from_json(read_text(path), path);
+  IndexInfo info = IndexInfo::from_json(read_text(path), path);
+  if (info.precision.empty()) {  // older index.json: the meta file's attribute says
+    info.precision = "fp32";
+    try {
+      info.precision = store::EmbeddingReader((fs::path(dir) / meta_file(info.generation)).string())
+                           .meta().precision;
+    } catch (const Error&) {
+      // A missing or damaged meta file is reported by whatever opens the index for use.
+    }
+  }
+  return info;
 }
 
 BuildReport build_index(const std::string& embeddings_h5, const std::string& dir, const BuildOptions& opts) {
@@ -239,6 +251,7 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   info.generation = gen;
   info.dim = d;
   info.model_hash = reader.meta().model_hash;
+  info.precision = reader.meta().precision;
   info.source = fs::absolute(embeddings_h5).string();
   info.created = utc_now_iso();
 

@@ -41,6 +41,7 @@ struct IndexInfo {
   int64_t dim = 0, size = 0, next_id = 0;
   int generation = 0;
   std::string model_hash;            // of the model that made the embeddings
+  std::string precision = "fp32";    // the embeddings' (fp32 or bf16, from invp embed)
   bool has_model = false;            // model.pt + model.json copied in
   std::map<std::string, FileRecord> files;  // data files of this generation
   std::map<std::string, double> search_params;
