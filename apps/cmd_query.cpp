@@ -14,8 +14,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -63,7 +68,7 @@ struct Queries {
 };
 
 Queries read_queries(search::IndexHandle& h, const std::vector<std::string>& inputs,
-                     const std::vector<int64_t>& ids) {
+                     const std::vector<int64_t>& ids, bool keep_images) {
   Queries q;
   if (!ids.empty()) {
     for (int64_t id : ids) {
@@ -78,20 +83,159 @@ Queries read_queries(search::IndexHandle& h, const std::vector<std::string>& inp
   for (const auto& in : inputs) {
     if (in == "-") {
       std::string line;
-      while (std::getline(std::cin, line))
+      while (std::getline(std::cin, line)) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF lists
         if (!line.empty()) paths.push_back(line);
+      }
     } else {
       paths.push_back(in);
     }
   }
+  if (paths.empty()) throw Error("-", "no query paths on standard input", "one image path a line");
+  // Decoded and embedded in batches, so a long list never holds all its images at once; the
+  // originals are kept only for a montage.
+  constexpr size_t kBatch = 64;
   auto& e = h.embedder();
-  for (const auto& p : paths) {
-    q.images.push_back(data::read_image_file(p, 0));
-    q.names.push_back(p);
+  std::vector<torch::Tensor> parts;
+  std::vector<data::Image> batch;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    batch.push_back(data::read_image_file(paths[i], 0));
+    q.names.push_back(paths[i]);
     q.exclude.push_back(-1);
+    if (batch.size() == kBatch || i + 1 == paths.size()) {
+      parts.push_back(e.embed_images(batch));
+      if (keep_images) q.images.insert(q.images.end(), batch.begin(), batch.end());
+      batch.clear();
+    }
   }
-  q.vectors = e.embed_images(q.images);
+  q.vectors = torch::cat(parts);
   return q;
+}
+
+// Lines of a file descriptor, with a way to ask "is another line ready now?" so that a
+// resident loop can answer what it has before blocking for more.
+class LineReader {
+ public:
+  explicit LineReader(int fd) : fd_(fd) {}
+  // The next line (without its newline). wait: block until one is complete or input ends;
+  // otherwise return false as soon as no complete line is buffered or ready to read.
+  // At the end of input a last unterminated line is returned, then false.
+  bool next(std::string& line, bool wait) {
+    for (;;) {
+      const auto nl = buf_.find('\n', pos_);
+      if (nl != std::string::npos) {
+        line.assign(buf_, pos_, nl - pos_);
+        pos_ = nl + 1;
+        return true;
+      }
+      if (eof_) {
+        if (pos_ == buf_.size()) return false;
+        line.assign(buf_, pos_, std::string::npos);
+        pos_ = buf_.size();
+        return true;
+      }
+      if (!wait) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 0) <= 0) return false;
+      }
+      buf_.erase(0, pos_);
+      pos_ = 0;
+      char chunk[1 << 16];
+      const ssize_t n = ::read(fd_, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw Error("-", std::string("cannot read standard input: ") + std::strerror(errno));
+      if (n == 0) eof_ = true;
+      else buf_.append(chunk, size_t(n));
+    }
+  }
+
+ private:
+  int fd_;
+  std::string buf_;
+  size_t pos_ = 0;
+  bool eof_ = false;
+};
+
+// invp query --serve: each stdin line is a query (an image path, or id:N for an indexed item)
+// answered by one JSON line on stdout, in input order. Lines are answered as soon as no more
+// input is waiting (a script that writes one line and reads one gets its answer at once),
+// and input that arrives in bulk is embedded in batches of up to kServeBatch. A line that
+// fails (unreadable image, unknown id) is answered with {"query", "error"}; the loop goes on
+// until the end of input.
+void serve_queries(search::IndexHandle& h, int k) {
+  constexpr size_t kServeBatch = 64;
+  LineReader in(STDIN_FILENO);
+  std::vector<std::string> pending;
+  int64_t answered = 0, failed = 0;
+  const auto t0 = Clock::now();
+  auto answer = [&](const std::vector<std::string>& lines) {
+    const size_t n = lines.size();
+    std::vector<std::string> errors(n);
+    std::vector<int64_t> exclude(n, -1);
+    std::vector<torch::Tensor> rows(n);
+    std::vector<data::Image> images;
+    std::vector<size_t> image_line;
+    for (size_t i = 0; i < n; ++i) {
+      try {
+        const auto& l = lines[i];
+        if (l.rfind("id:", 0) == 0 && l.size() > 3 &&
+            l.find_first_not_of("0123456789", 3) == std::string::npos) {
+          exclude[i] = std::stoll(l.substr(3));
+          rows[i] = h.vectors({exclude[i]})[0];
+        } else {
+          images.push_back(data::read_image_file(l, 0));
+          image_line.push_back(i);
+        }
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    }
+    if (!images.empty()) {
+      auto v = h.embedder().embed_images(images);
+      for (size_t j = 0; j < image_line.size(); ++j) rows[image_line[j]] = v[int64_t(j)];
+    }
+    std::vector<torch::Tensor> good;
+    std::vector<int64_t> good_exclude;
+    for (size_t i = 0; i < n; ++i)
+      if (errors[i].empty()) good.push_back(rows[i]), good_exclude.push_back(exclude[i]);
+    std::vector<std::vector<search::Hit>> hits;
+    if (!good.empty()) hits = h.search(torch::stack(good), k, good_exclude);
+    size_t g = 0;
+    std::string out;
+    for (size_t i = 0; i < n; ++i) {
+      nlohmann::ordered_json j{{"query", lines[i]}};  // the query first, for people reading along
+      if (!errors[i].empty()) {
+        j["error"] = errors[i];
+        ++failed;
+      } else {
+        nlohmann::json hs = nlohmann::json::array();
+        for (size_t r = 0; r < hits[g].size(); ++r) hs.push_back(hit_json(hits[g][r], int(r + 1)));
+        j["hits"] = std::move(hs);
+        ++g;
+      }
+      out += j.dump() + "\n";
+    }
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    std::fflush(stdout);
+    answered += int64_t(n);
+  };
+  for (;;) {
+    std::string line;
+    const bool wait = pending.empty();
+    if (in.next(line, wait)) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty()) pending.push_back(std::move(line));
+      if (pending.size() < kServeBatch) continue;
+    } else if (wait) {
+      break;  // end of input, nothing left to answer
+    }
+    if (!pending.empty()) answer(pending);
+    pending.clear();
+  }
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.1f", ms_since(t0) / 1000.0);
+  log::info("served " + std::to_string(answered) + " queries (" + std::to_string(failed) +
+            " failed) in " + secs + " s");
 }
 
 void add_query(CLI::App& app) {
@@ -100,6 +244,7 @@ void add_query(CLI::App& app) {
     std::vector<std::string> images;
     std::vector<int64_t> ids;
     int k = 10;
+    bool serve = false;
   };
   auto a = std::make_shared<Args>();
   auto* c = app.add_subcommand(
@@ -113,14 +258,22 @@ void add_query(CLI::App& app) {
   c->add_option("--model", a->model, "Model override (must be the index's model)");
   c->add_option("--montage", a->montage, "Also draw each query and its hits into this PNG");
   c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  auto* serve = c->add_flag(
+      "--serve", a->serve,
+      "Stay resident for scripts: read queries from stdin, one a line (an image path, or id:N "
+      "for an indexed item), and answer each with one JSON line on stdout as soon as it is "
+      "read; a bad line gets {\"query\",\"error\"} and the loop goes on until end of input. "
+      "Start-up is paid once.");
+  serve->excludes(c->get_option("images"))->excludes(c->get_option("--id"))->excludes(c->get_option("--montage"));
   c->callback([a] {
     globals().action = [a] {
       auto t0 = Clock::now();
       prepare_heap_for(a->index);
       search::IndexHandle h(a->index, a->model, a->device);
+      if (a->serve) return serve_queries(h, a->k);
       double load_ms = ms_since(t0);
       auto t1 = Clock::now();
-      auto q = read_queries(h, a->images, a->ids);
+      auto q = read_queries(h, a->images, a->ids, !a->montage.empty());
       double embed_ms = ms_since(t1);
       auto t2 = Clock::now();
       auto hits = h.search(q.vectors, a->k, q.exclude);

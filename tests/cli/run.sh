@@ -135,6 +135,24 @@ check "query from stdin list" sh -c "test $rc -eq 0 && test \$(grep -o '\"query\
 "$INVP" -q --json query --index "$work/idx" --id 5 -k 3 > "$work/id.json"; rc=$?
 check "query by id" sh -c "test $rc -eq 0 && test \$(grep -o '\"rank\"' '$work/id.json' | wc -l) -eq 3"
 check "query by id leaves itself out" sh -c "! grep -q '\"id\":5,' '$work/id.json'"
+# --serve: resident; each line is answered before the input ends, bad lines in-band.
+coproc SERVE { "$INVP" -q query --index "$work/idx" --serve -k 3 2> "$work/serve.err"; }
+serve_pid=$SERVE_PID
+printf '%s\n' "$q" >&"${SERVE[1]}"
+read -r -t 120 line1 <&"${SERVE[0]}"; printf '%s\n' "$line1" > "$work/serve1.json"
+check "serve answers a line before the input ends" grep -q '"hits"' "$work/serve1.json"
+check "serve answers as the one-shot query does" test "$(grep -o '"id":[0-9]*' "$work/serve1.json")" = "$(grep -o '"id":[0-9]*' "$work/q.json")"
+printf '%s\n' "$work/nope.png" "id:5" "id:99999" >&"${SERVE[1]}"
+exec {SERVE[1]}>&-
+cat <&"${SERVE[0]}" > "$work/serve2.json"
+wait "$serve_pid"; rc=$?
+check "serve exits 0 at the end of input" test $rc -eq 0
+check "serve answers every line" test "$(wc -l < "$work/serve2.json")" -eq 3
+check "serve: a bad image is an in-band error naming it" sh -c "sed -n 1p '$work/serve2.json' | grep -q '\"error\":.*nope.png'"
+check "serve: id:N queries leave the item out" sh -c "sed -n 2p '$work/serve2.json' | grep -q '\"hits\"' && ! sed -n 2p '$work/serve2.json' | grep -q '\"id\":5,'"
+check "serve: an unknown id is an in-band error" sh -c "sed -n 3p '$work/serve2.json' | grep -q 'no item with id 99999'"
+"$INVP" -q query --index "$work/idx" --serve "$q" < /dev/null > /dev/null 2>&1; rc=$?
+check "serve with an image argument is a usage error" test $rc -eq 2
 
 "$INVP" -q inspect --index "$work/idx" "$q" > "$work/near.txt"; rc=$?
 check "inspect image" sh -c "test $rc -eq 0 && sed -n 3p '$work/near.txt' | grep -q class2"
