@@ -178,10 +178,13 @@ void serve_queries(search::IndexHandle& h, int k) {
     for (size_t i = 0; i < n; ++i) {
       try {
         const auto& l = lines[i];
-        if (l.rfind("id:", 0) == 0 && l.size() > 3 &&
-            l.find_first_not_of("0123456789", 3) == std::string::npos) {
+        const bool id_line = l.rfind("id:", 0) == 0;
+        if (id_line && l.size() > 3 && l.find_first_not_of("0123456789", 3) == std::string::npos) {
+          if (l.size() > 3 + 18) throw Error(l, "id out of range");
           exclude[i] = std::stoll(l.substr(3));
           rows[i] = h.vectors({exclude[i]})[0];
+        } else if (id_line && !std::filesystem::exists(l)) {
+          throw Error(l, "neither an id nor a file", "id:N takes a non-negative integer");
         } else {
           images.push_back(data::read_image_file(l, 0));
           image_line.push_back(i);
@@ -191,8 +194,12 @@ void serve_queries(search::IndexHandle& h, int k) {
       }
     }
     if (!images.empty()) {
-      auto v = h.embedder().embed_images(images);
-      for (size_t j = 0; j < image_line.size(); ++j) rows[image_line[j]] = v[int64_t(j)];
+      try {  // e.g. an index without a model: its image lines fail, its id lines still work
+        auto v = h.embedder().embed_images(images);
+        for (size_t j = 0; j < image_line.size(); ++j) rows[image_line[j]] = v[int64_t(j)];
+      } catch (const std::exception& e) {
+        for (size_t j : image_line) errors[j] = e.what();
+      }
     }
     std::vector<torch::Tensor> good;
     std::vector<int64_t> good_exclude;
@@ -224,7 +231,7 @@ void serve_queries(search::IndexHandle& h, int k) {
     const bool wait = pending.empty();
     if (in.next(line, wait)) {
       if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (!line.empty()) pending.push_back(std::move(line));
+      if (line.find_first_not_of(" \t") != std::string::npos) pending.push_back(std::move(line));
       if (pending.size() < kServeBatch) continue;
     } else if (wait) {
       break;  // end of input, nothing left to answer

@@ -153,6 +153,12 @@ check "serve: id:N queries leave the item out" sh -c "sed -n 2p '$work/serve2.js
 check "serve: an unknown id is an in-band error" sh -c "sed -n 3p '$work/serve2.json' | grep -q 'no item with id 99999'"
 "$INVP" -q query --index "$work/idx" --serve "$q" < /dev/null > /dev/null 2>&1; rc=$?
 check "serve with an image argument is a usage error" test $rc -eq 2
+cp -r "$work/run" "$work/run-gone"  # an index whose model is gone answers id lines only
+"$INVP" -q embed --model "$work/run-gone/model.pt" --data "$work/shapes" --out "$work/gone.h5" > /dev/null 2>&1
+rm -rf "$work/run-gone"
+"$INVP" -q index build --embeddings "$work/gone.h5" --out "$work/idx-nomodel" > /dev/null 2>&1
+printf '%s\n' "$q" id:5 | "$INVP" -q query --index "$work/idx-nomodel" --serve -k 2 > "$work/serve3.json" 2>/dev/null; rc=$?
+check "serve without a model: image lines fail in-band, id lines answer" sh -c "test $rc -eq 0 && sed -n 1p '$work/serve3.json' | grep -q 'has no model' && sed -n 2p '$work/serve3.json' | grep -q '\"hits\"'"
 
 "$INVP" -q inspect --index "$work/idx" "$q" > "$work/near.txt"; rc=$?
 check "inspect image" sh -c "test $rc -eq 0 && sed -n 3p '$work/near.txt' | grep -q class2"
