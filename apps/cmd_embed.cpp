@@ -151,7 +151,7 @@ void add_index(CLI::App& app) {
       } else {
         search::IndexHandle h(*adir);
         // New rows in the precision the index's embeddings were made in, where this CPU can.
-        const bool bf16 = h.meta().meta().precision == "bf16" && cpu_bf16() != CpuBf16::None;
+        const bool bf16 = h.info().precision == "bf16" && cpu_bf16() != CpuBf16::None;
         auto& e = h.embedder(bf16 ? "bf16" : "fp32");
         auto ds = data::open_dataset(*asrc, {e.channels(), false});
         auto f = search::embed_dataset_in_memory(e, ds);

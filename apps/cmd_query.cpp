@@ -29,10 +29,24 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
-nlohmann::json hit_json(const search::Hit& h, int rank) {
-  nlohmann::json j{{"rank", rank}, {"id", h.id}, {"score", h.score}, {"label", h.label}, {"path", h.path}};
-  if (!h.category.empty()) j["category"] = h.category;
-  return j;
+// A ranked list of hits as JSON: rank (from 1), id, score, label, path, category if known.
+nlohmann::json hits_json(const std::vector<search::Hit>& hits) {
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t r = 0; r < hits.size(); ++r) {
+    const auto& h = hits[r];
+    nlohmann::json j{{"rank", int(r + 1)}, {"id", h.id}, {"score", h.score}, {"label", h.label}, {"path", h.path}};
+    if (!h.category.empty()) j["category"] = h.category;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+// Images decoded and embedded at a time, by the list mode and by --serve.
+constexpr size_t kQueryBatch = 64;
+
+// A stdin line as a query: without a trailing CR (CRLF lists).
+void strip_cr(std::string& line) {
+  if (!line.empty() && line.back() == '\r') line.pop_back();
 }
 
 // Before opening an index in a one-shot command: make the memory the FAISS file and the model
@@ -84,7 +98,7 @@ Queries read_queries(search::IndexHandle& h, const std::vector<std::string>& inp
     if (in == "-") {
       std::string line;
       while (std::getline(std::cin, line)) {
-        if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF lists
+        strip_cr(line);
         if (!line.empty()) paths.push_back(line);
       }
     } else {
@@ -94,7 +108,6 @@ Queries read_queries(search::IndexHandle& h, const std::vector<std::string>& inp
   if (paths.empty()) throw Error("-", "no query paths on standard input", "one image path a line");
   // Decoded and embedded in batches, so a long list never holds all its images at once; the
   // originals are kept only for a montage.
-  constexpr size_t kBatch = 64;
   auto& e = h.embedder();
   std::vector<torch::Tensor> parts;
   std::vector<data::Image> batch;
@@ -102,7 +115,7 @@ Queries read_queries(search::IndexHandle& h, const std::vector<std::string>& inp
     batch.push_back(data::read_image_file(paths[i], 0));
     q.names.push_back(paths[i]);
     q.exclude.push_back(-1);
-    if (batch.size() == kBatch || i + 1 == paths.size()) {
+    if (batch.size() == kQueryBatch || i + 1 == paths.size()) {
       parts.push_back(e.embed_images(batch));
       if (keep_images) q.images.insert(q.images.end(), batch.begin(), batch.end());
       batch.clear();
@@ -159,11 +172,10 @@ class LineReader {
 // invp query --serve: each stdin line is a query (an image path, or id:N for an indexed item)
 // answered by one JSON line on stdout, in input order. Lines are answered as soon as no more
 // input is waiting (a script that writes one line and reads one gets its answer at once),
-// and input that arrives in bulk is embedded in batches of up to kServeBatch. A line that
+// and input that arrives in bulk is embedded in batches of up to kQueryBatch. A line that
 // fails (unreadable image, unknown id) is answered with {"query", "error"}; the loop goes on
 // until the end of input.
 void serve_queries(search::IndexHandle& h, int k) {
-  constexpr size_t kServeBatch = 64;
   LineReader in(STDIN_FILENO);
   std::vector<std::string> pending;
   int64_t answered = 0, failed = 0;
@@ -215,10 +227,7 @@ void serve_queries(search::IndexHandle& h, int k) {
         j["error"] = errors[i];
         ++failed;
       } else {
-        nlohmann::json hs = nlohmann::json::array();
-        for (size_t r = 0; r < hits[g].size(); ++r) hs.push_back(hit_json(hits[g][r], int(r + 1)));
-        j["hits"] = std::move(hs);
-        ++g;
+        j["hits"] = hits_json(hits[g++]);
       }
       out += j.dump() + "\n";
     }
@@ -230,9 +239,9 @@ void serve_queries(search::IndexHandle& h, int k) {
     std::string line;
     const bool wait = pending.empty();
     if (in.next(line, wait)) {
-      if (!line.empty() && line.back() == '\r') line.pop_back();
+      strip_cr(line);
       if (line.find_first_not_of(" \t") != std::string::npos) pending.push_back(std::move(line));
-      if (pending.size() < kServeBatch) continue;
+      if (pending.size() < kQueryBatch) continue;
     } else if (wait) {
       break;  // end of input, nothing left to answer
     }
@@ -295,11 +304,7 @@ void add_query(CLI::App& app) {
       }
       if (globals().json) {
         nlohmann::json out = nlohmann::json::array();
-        for (size_t i = 0; i < hits.size(); ++i) {
-          nlohmann::json hs = nlohmann::json::array();
-          for (size_t r = 0; r < hits[i].size(); ++r) hs.push_back(hit_json(hits[i][r], int(r + 1)));
-          out.push_back({{"query", q.names[i]}, {"hits", hs}});
-        }
+        for (size_t i = 0; i < hits.size(); ++i) out.push_back({{"query", q.names[i]}, {"hits", hits_json(hits[i])}});
         nlohmann::json j{{"index", a->index}, {"k", a->k}, {"results", out},
                          {"timings_ms", {{"load", load_ms}, {"embed", embed_ms}, {"search", search_ms},
                                          {"total", ms_since(t0)}}}};
@@ -402,11 +407,8 @@ void add_inspect(CLI::App& app) {
         search::write_hits_montage({}, {}, rows, 8, 96, png);
         if (globals().json) {
           nlohmann::json j = nlohmann::json::array();
-          for (size_t i = 0; i < cl.size(); ++i) {
-            nlohmann::json m = nlohmann::json::array();
-            for (size_t r = 0; r < cl[i].closest.size(); ++r) m.push_back(hit_json(cl[i].closest[r], int(r + 1)));
-            j.push_back({{"cluster", i}, {"size", cl[i].size}, {"closest", m}});
-          }
+          for (size_t i = 0; i < cl.size(); ++i)
+            j.push_back({{"cluster", i}, {"size", cl[i].size}, {"closest", hits_json(cl[i].closest)}});
           std::cout << nlohmann::json{{"clusters", j}, {"montage", png}}.dump() << "\n";
         } else {
           std::printf("%7s  %7s  %s\n", "cluster", "size", "closest item");
@@ -433,11 +435,7 @@ void add_inspect(CLI::App& app) {
         search::write_hits_montage(firsts, caps, rows, 16, 96, png);
         if (globals().json) {
           nlohmann::json hj = nlohmann::json::array();
-          for (auto& hop : v.hops) {
-            nlohmann::json r = nlohmann::json::array();
-            for (size_t i = 0; i < hop.size(); ++i) r.push_back(hit_json(hop[i], int(i + 1)));
-            hj.push_back(r);
-          }
+          for (auto& hop : v.hops) hj.push_back(hits_json(hop));
           std::cout << nlohmann::json{{"image", a->propagation}, {"anchor_id", v.anchor.id}, {"hops", hj}, {"montage", png}}.dump() << "\n";
         } else {
           std::cout << "propagation from " << a->propagation
