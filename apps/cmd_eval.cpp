@@ -17,7 +17,8 @@
 
 namespace invp::app {
 namespace {
-// Cosine 1-NN top-1: the protocol of the raw-pixel reference figure (CONVENTIONS.md).
+// Cosine 1-NN top-1: the protocol of the raw-pixel baseline (docs/ALGORITHM.md, "Evaluation
+// protocols").
 double one_nn(const search::Features& train, const search::Features& test) {
   auto r = index::knn_inner_product(test.features, train.features, 1, false);
   auto pred = train.labels.index_select(0, r.indices.flatten());
@@ -51,7 +52,7 @@ void add_knn(CLI::App* ev) {
       ->capture_default_str()
       ->check(CLI::IsMember({"head", "backbone"}));
   c->add_option("--precision", a->precision,
-                "fp32 (the reference figure), bf16 (cpu: the backbone in bfloat16, ~2.4x faster "
+                "fp32 (the reference figure), bf16 (cpu: the backbone in bfloat16, faster "
                 "with AMX) or auto (bf16 where the CPU has AMX); see invp embed --help")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "fp32", "bf16"}));

@@ -1,5 +1,5 @@
 // Damaged store files: the reader must answer invp::Error, never crash, hang or balloon.
-// (HDF5 1.10.8 alone crashed on ~7 % of these mutations, inside its global heap code.)
+// (HDF5 1.10.8 alone crashed on a noticeable share of these mutations, in its global heap code.)
 #include <invp/core/error.h>
 #include <invp/store/embedding_store.h>
 

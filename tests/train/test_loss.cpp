@@ -24,7 +24,7 @@ struct Ref {
   double instance = 0, invariance = 0;
 };
 
-// Plain-loop reference of ALGORITHM.md "The losses, exactly" (no shift, no tensors).
+// Plain-loop reference of docs/ALGORITHM.md, "The losses, exactly" (no shift, no tensors).
 Ref ref_loss(const Mat& z, const Mat& bank, const std::vector<int64_t>& anchors,
              const std::vector<std::vector<int64_t>>& prop, int64_t M, int64_t P, double tau,
              bool paper) {

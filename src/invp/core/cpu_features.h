@@ -1,5 +1,5 @@
 // What this CPU offers for bfloat16 arithmetic. LibTorch's oneDNN runs bf16 convolutions on
-// AMX tiles about twice as fast as float32; with AVX512-BF16 alone they are no faster than
+// AMX tiles faster than float32; with AVX512-BF16 alone they are no faster than
 // float32, and without either oneDNN has no bf16 convolution at all (BENCHMARKS.md, "bf16 on
 // the CPU").
 #pragma once

@@ -6,9 +6,9 @@ namespace invp {
 
 // Makes the next ~BYTES of heap allocations (from any thread) land on pages that are already
 // resident, so that loading a large file into fresh memory does not pay one page fault per
-// 4 KiB. On the VMs this was measured on a first-touch fault costs ~3.5 ms per MB, more than
-// reading a FAISS index itself; populating the same memory in one madvise(MADV_POPULATE_WRITE)
-// call costs ~0.3 ms per MB (BENCHMARKS.md, `invp query`).
+// 4 KiB. On the VMs this was measured on, first-touch faults cost more than reading a FAISS
+// index itself, and populating the same memory in one madvise(MADV_POPULATE_WRITE) call is
+// far cheaper (BENCHMARKS.md, "`invp query`, one image, 60k index").
 // Process-wide and one-way: glibc malloc is switched to one arena, no mmap'd chunks and no
 // trimming, so freed memory stays with the process. Meant for one-shot commands (query,
 // inspect) that load a known amount of data and exit; never for long-running ones. Does

@@ -10,7 +10,7 @@ namespace invp {
 #define INVP_VERSION "dev"
 #endif
 std::string version() { return INVP_VERSION; }
-// Debian's 1.13.1 reports itself as 1.13.0 (CONVENTIONS.md).
+// Debian's 1.13.1 reports itself as 1.13.0 (docs/ARCHITECTURE.md).
 std::string torch_version() { return TORCH_VERSION; }
 
 std::string cuda_report() {

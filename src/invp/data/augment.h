@@ -1,5 +1,5 @@
-// Training/eval image transforms (the augmentation rows of ALGORITHM.md), on 8-bit HWC
-// Images. OpenCV stays inside augment.cpp so users of this header need only std types.
+// Training/eval image transforms (docs/ALGORITHM.md, "Encoder and augmentation"), on 8-bit
+// HWC Images. OpenCV stays inside augment.cpp so users of this header need only std types.
 // Every random draw comes from the caller's rng, so a transform is reproducible from it.
 #pragma once
 #include <cstdint>

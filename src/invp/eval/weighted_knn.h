@@ -7,7 +7,7 @@
 
 namespace invp::eval {
 
-constexpr int kKnnMonitorK = 200;        // ALGORITHM.md, evaluation protocols
+constexpr int kKnnMonitorK = 200;        // docs/ALGORITHM.md, "Evaluation protocols"
 constexpr double kKnnMonitorSigma = 0.07;
 
 struct KnnAccuracy {

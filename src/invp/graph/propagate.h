@@ -1,5 +1,5 @@
-// Positive discovery by propagation over the kNN graph (ALGORITHM.md, "Positive discovery
-// by propagation"). Conventions: anchors B int64 node ids in [0,N); result B×L int64,
+// Positive discovery by propagation over the kNN graph (docs/ALGORITHM.md, "Positive
+// discovery"). Conventions: anchors B int64 node ids in [0,N); result B×L int64,
 // row b = candidate positives of anchors[b], padded on the right with −1.
 //   Bfs    (default, the paper): every node at graph distance 1..depth from the anchor,
 //          each once, the anchor itself excluded, in BFS order (hop by hop, each hop in

@@ -1,6 +1,7 @@
 // Approximate kNN graph of a set against itself by inverted lists, for the per-epoch graph
 // rebuild where the exact all-pairs search dominates: an exact 60k × 60k × 128 search is
-// 0.92 TFLOP, 11-12 % of a CPU-preset epoch (BENCHMARKS.md). Conventions as in exact_knn.h:
+// 0.92 TFLOP, a sizeable share of a CPU-preset epoch (BENCHMARKS.md, "Session 5"). Conventions
+// as in exact_knn.h:
 // base N×D float32 contiguous CPU rows (L2-normalised, so inner product = cosine); results
 // N×k, self excluded, rows sorted by descending similarity.
 #pragma once

@@ -19,7 +19,8 @@ struct EncoderConfig {
   int width = 64;               // base channels (64 = torchvision); smaller for CPU presets
   int in_channels = 3;          // 1 or 3
   // "mlp-bn" (default): Linear-BatchNorm-ReLU-Linear, hidden = feature width. "mlp": the
-  // reference code's Linear-ReLU-Linear (collapses on narrow CPU encoders, see ALGORITHM.md).
+  // reference code's Linear-ReLU-Linear (collapses on narrow CPU encoders, see
+  // docs/ALGORITHM-NOTES.md).
   // "linear": one Linear.
   std::string head = "mlp-bn";
   int dim = 128;                // embedding dimension D

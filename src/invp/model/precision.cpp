@@ -64,8 +64,8 @@ torch::Tensor features(EncoderImpl& net, const torch::Tensor& images, bool bf16)
 
 torch::Tensor forward(EncoderImpl& net, const torch::Tensor& images, bool bf16) {
   // The head in float32: it is cheap, and the embedding the loss, the bank and the graph use
-  // then carries no bf16 rounding of its own (84.94 % against 84.68 % with a bf16 head, one
-  // run each; BENCHMARKS.md).
+  // then carries no bf16 rounding of its own (a bf16 head ended with lower kNN accuracy;
+  // BENCHMARKS.md, "Session 12").
   return net.head(features(net, images, bf16));
 }
 

@@ -1,8 +1,8 @@
 // bfloat16 training on the CPU. Inside a CpuBf16Autocast scope LibTorch's autocast runs
 // convolutions and linear layers in bfloat16 (BatchNorm takes bf16 activations, keeps float32
 // statistics); parameters, their gradients and the optimiser stay float32. With the
-// convolution weights channels-last, oneDNN uses its AMX kernels: the encoder's forward +
-// backward takes half the float32 time on this CPU (BENCHMARKS.md, "bf16 on the CPU").
+// convolution weights channels-last, oneDNN uses its AMX kernels, and the encoder's forward +
+// backward beats float32 on a CPU with AMX (BENCHMARKS.md, "Session 12: bf16 on the CPU").
 #pragma once
 #include <invp/model/encoder.h>
 
@@ -34,14 +34,14 @@ std::string resolve_cpu_precision(const std::string& requested, bool auto_bf16_p
 
 // Puts every 4-d parameter (the convolution weights) into channels-last memory order, in
 // place: the values are unchanged and optimisers holding the parameters keep working. The
-// convolutions then run oneDNN's channels-last kernels, in float32 too: on this CPU a float32
-// training step ~10 % faster from width 16 (12 % slower at width 8) and a forward pass ~25 %
-// faster at every width, with the same values to float rounding (BENCHMARKS.md, session 13).
+// convolutions then run oneDNN's channels-last kernels, in float32 too: a float32 training
+// step is faster from width 16 (slower at width 8) and a forward pass faster at every width,
+// with the same values to float rounding (BENCHMARKS.md, "Session 13").
 void to_channels_last(torch::nn::Module& net);
 
 // Whether CPU training of an encoder of `width` should use to_channels_last: always for bf16
-// (oneDNN's AMX kernels need it), in float32 from width 16 (epochs 10 % faster at 16, 12 %
-// slower at 8; BENCHMARKS.md, session 13).
+// (oneDNN's AMX kernels need it), in float32 from width 16 (faster epochs from 16, slower
+// at 8; BENCHMARKS.md, "Session 13").
 bool channels_last_pays_in_cpu_training(bool bf16, int width);
 
 // net.features(images) and net.forward(images) as every caller runs them: with `bf16` (CPU

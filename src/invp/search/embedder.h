@@ -24,9 +24,9 @@ class Embedder {
   // use), or the pooled F-dim backbone features before the head (an evaluation protocol).
   enum class Output { head, backbone };
   // Loads MODEL_PT (and model.json beside it) onto DEVICE ("cpu" or "cuda"). PRECISION:
-  // "fp32", "bf16" (CPU only: the backbone in bfloat16, 2.6× the images/s with AMX at width
-  // 16; rows within a cosine of 0.9994 of fp32's, 98 % of top-10 neighbours kept;
-  // BENCHMARKS.md) or "auto" (bf16 on a CPU with AMX, else fp32). Throws invp::Error for
+  // "fp32", "bf16" (CPU only: the backbone in bfloat16, faster with AMX; rows close to fp32's
+  // but not equal, so a few near-tied neighbours swap; BENCHMARKS.md, "bf16 and channels-last
+  // embedding") or "auto" (bf16 on a CPU with AMX, else fp32). Throws invp::Error for
   // bf16 on a GPU or on a CPU without bf16 instructions.
   explicit Embedder(const std::string& model_pt, const std::string& device = "cpu",
                     Output output = Output::head, const std::string& precision = "fp32");

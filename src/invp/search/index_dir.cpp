@@ -280,8 +280,8 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
     const int64_t m = info.recipe.train_size > 0 ? std::min(info.recipe.train_size, n) : n;
     log::info("training on " + std::to_string(m) + " vectors");
     auto sample = gather_rows(reader, sample_rows(n, m, opts.seed));
-    // OPQ/PQ training is many small parallel regions; with libgomp busy-waiting it ran
-    // ~7x slower on 2 threads than on 1 here (CONVENTIONS.md, thread policy): train on one.
+    // OPQ/PQ training is many small parallel regions; with libgomp busy-waiting it runs much
+    // slower on 2 threads than on 1 (docs/ARCHITECTURE.md, "Threads"): train on one.
     const bool pq = info.factory.find("PQ") != std::string::npos;
     const int threads = omp_get_max_threads();
     if (pq) omp_set_num_threads(1);

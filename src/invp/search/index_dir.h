@@ -1,5 +1,5 @@
 // Index directories: build one from embeddings.h5, add to it, open it for search.
-// Layout (ARCHITECTURE.md "Files it writes"), self-contained:
+// Layout (docs/ARCHITECTURE.md, "Files it writes"), self-contained:
 //   index.json          the commit record, written last and atomically: format version,
 //                       recipe, factory, metric, dim, size, next id, model hash, generation,
 //                       every data file with its size and XXH3-128, and what the build

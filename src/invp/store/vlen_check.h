@@ -1,6 +1,6 @@
 // Internal to store/: checks the on-disk references of variable-length strings before HDF5
 // decodes them. HDF5 1.10.8 trusts global-heap references: a damaged /paths made H5HG_read
-// segfault, abort or spin in about 7 % of random byte mutations of a small store file.
+// segfault, abort or spin on a noticeable share of random byte mutations of a small store file.
 // So, for the rows about to be read, we read the raw vlen descriptors (u32 length, heap
 // collection address, u32 object index) and parse each referenced collection ("GCOL") with
 // bounds checks, the way HDF5 will, requiring the object to exist with exactly that length.

@@ -31,8 +31,8 @@ void check(bool ok, const std::string& what) {
 // is, with overwhelming probability, below t; one branch-free pass keeps the candidates
 // >= t_lo (about 1.4·M of them) and nth_element on those gives t. When the sample was
 // unlucky (fewer than M candidates) the row falls back to nth_element on a copy of the whole
-// row, which is always exact. Rows with NaN use torch::topk. About 6x faster than
-// torch::topk for M = 4096 of N = 60000. Other devices: topk.
+// row, which is always exact. Rows with NaN use torch::topk. Faster than torch::topk on the
+// CPU (BENCHMARKS.md, "Loss step after the rewrite"). Other devices: topk.
 namespace {
 
 template <typename scalar_t>
