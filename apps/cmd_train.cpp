@@ -2,11 +2,15 @@
 #include "common.h"
 
 #include <invp/core/log.h>
+#include <invp/core/launch.h>
+#include <invp/train/distributed.h>
 #include <invp/train/trainer.h>
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 namespace invp::app {
@@ -54,7 +58,7 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--momentum", c.momentum, "SGD momentum")->capture_default_str();
   t->add_option("--weight-decay", c.weight_decay, "Weight decay")->capture_default_str();
   t->add_option("--schedule", c.schedule, "cosine or step")->capture_default_str();
-  t->add_option("--batch-size", c.batch_size, "Batch size")->capture_default_str();
+  t->add_option("--batch-size", c.batch_size, "Batch size: the global batch, split evenly over ranks in a data-parallel run")->capture_default_str();
   t->add_option("--epochs", c.epochs, "Total epochs (raising it on resume needs no --force)")->capture_default_str();
   t->add_option("--knn-every", c.knn_every, "Run the kNN monitor every n epochs")->capture_default_str();
   t->add_option("--workers", c.workers, "Loader worker threads")->capture_default_str();
@@ -70,6 +74,12 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
                 "captured after two eager steps: the GPU no longer waits for LibTorch to launch "
                 "hundreds of small kernels) or off (every op launched eagerly); ignored on cpu")
       ->capture_default_str();
+  t->add_flag("--sync-bn", c.sync_bn,
+              "With several ranks: BatchNorm statistics over the whole global batch (one small allreduce per "
+              "layer and step) instead of each rank's share; the run then matches a single-process one");
+  t->add_option("--dist-timeout", c.dist_timeout,
+                "With several ranks: seconds to wait for a peer in a collective before the run stops with an "
+                "error (a rank that died or hangs); rerunning the command resumes")->capture_default_str();
   t->add_flag("--profile", c.profile,
               "cuda: wait for the GPU at each phase of a step, so metrics.jsonl's per-phase times "
               "(data_wait, forward, backward, bank_graph_loss) are exact; costs some overlap");
@@ -80,17 +90,37 @@ void add_train_command(CLI::App& app) {
   auto cfg = std::make_shared<train::TrainConfig>();
   auto out = std::make_shared<std::string>();
   auto force = std::make_shared<bool>(false);
+  auto nproc = std::make_shared<int>(1);
+  auto max_steps = std::make_shared<int64_t>(0);
   auto* t = app.add_subcommand(
       "train",
       "Train an encoder with Invariance Propagation. Writes OUT/checkpoint.pt (every epoch and on "
       "Ctrl-C), OUT/model.pt + model.json, OUT/metrics.jsonl; rerunning on OUT resumes.");
   t->add_option("-o,--out", *out, "Run directory")->required();
   t->add_flag("--force", *force, "Resume even if the checkpoint's config differs");
+  t->add_option("--nproc", *nproc,
+                "Train data-parallel as N ranks on this machine (Gloo over 127.0.0.1; the thread budget is split "
+                "between them). --batch-size stays the global batch. On a cluster, launch one process per rank "
+                "with torchrun --no-python or srun instead: invp reads RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT")
+      ->check(CLI::Range(1, 1024).description(""))->capture_default_str();
+  t->add_option("--max-steps", *max_steps,
+                "Stop after N training steps as Ctrl-C would (checkpoint at that exact step; for tests and "
+                "benchmarks); 0 = no limit")->capture_default_str();
   add_train_options(t, *cfg);
-  t->callback([cfg, out, force] {
-    globals().action = [cfg, out, force] {
+  t->callback([cfg, out, force, nproc, max_steps] {
+    globals().action = [cfg, out, force, nproc, max_steps] {
+      if (int rc = relaunch_as_ranks(*nproc); rc >= 0) {
+        if (rc == 0 && globals().json) std::cout << nlohmann::json{{"out", *out}, {"ranks", *nproc}}.dump() << "\n";
+        std::fflush(stdout);
+        std::fflush(stderr);
+        std::_Exit(rc);
+      }
       cfg->seed = globals().seed;
-      train::Trainer trainer(*cfg, *out, *force);
+      const auto env = rank_env_from_environment();
+      std::shared_ptr<train::DistGroup> dist;
+      if (env.distributed())
+        dist = train::DistGroup::connect(env, std::chrono::seconds(cfg->dist_timeout), cfg->device == "cuda");
+      train::Trainer trainer(*cfg, *out, *force, dist);
       trainer.run([](const train::EpochMetrics& m) {
         if (globals().json) return;
         char line[256];
@@ -102,7 +132,8 @@ void add_train_command(CLI::App& app) {
         if (m.graph_features_seconds > 0) s += " + features " + std::to_string(m.graph_features_seconds).substr(0, 5) + "s";
         if (m.knn_top1 >= 0) s += "  kNN top1 " + std::to_string(100 * m.knn_top1).substr(0, 5) + "%";
         log::info(s);
-      });
+      }, 0, *max_steps);
+      if (env.rank != 0) return;
       if (globals().json) std::cout << nlohmann::json{{"out", *out}}.dump() << "\n";
     };
   });

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace invp::app {
 struct Globals {
@@ -13,6 +14,7 @@ struct Globals {
   bool json = false;
   // Set by the chosen subcommand's parse callback; run by main once options are final.
   std::function<void()> action;
+  std::vector<std::string> args;  // the command line without argv[0] (for `--nproc` to relaunch)
 };
 Globals& globals();
 
@@ -22,4 +24,9 @@ void add_train_command(CLI::App& app);
 void add_embed_commands(CLI::App& app);  // embed, index build|add|info
 void add_query_commands(CLI::App& app);  // query, inspect
 void add_eval_commands(CLI::App& app);   // eval knn|retrieval
+
+// `--nproc N` on a command that can run as ranks: when N > 1 and this process is not already a
+// rank, runs N local ranks of the same command line (core/launch.h) and returns their exit code;
+// otherwise returns -1 and the caller runs as itself.
+int relaunch_as_ranks(int nproc);
 }  // namespace invp::app

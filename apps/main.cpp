@@ -4,6 +4,7 @@
 
 #include <invp/core/cpu_features.h>
 #include <invp/core/error.h>
+#include <invp/core/launch.h>
 #include <invp/core/log.h>
 #include <invp/core/threads.h>
 #include <invp/core/version.h>
@@ -11,7 +12,9 @@
 #include <invp/graph/knn_graph.h>
 #include <invp/index/library_info.h>
 #include <invp/store/library_info.h>
+#include <invp/train/distributed.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -21,9 +24,23 @@ Globals& globals() {
   static Globals g;
   return g;
 }
+
+int relaunch_as_ranks(int nproc) {
+  if (nproc <= 1 || rank_env_from_environment().distributed()) return -1;
+  const int per_rank = std::max(1, thread_budget() / nproc);
+  log::info("launching " + std::to_string(nproc) + " ranks on this machine, " + std::to_string(per_rank) +
+            " thread(s) each");
+  return run_local_ranks(nproc, drop_option(globals().args, "--nproc"), per_rank);
+}
 }  // namespace invp::app
 
 namespace {
+std::string backends() {
+  std::string s;
+  for (const auto& b : invp::train::distributed_backends()) s += (s.empty() ? "" : ", ") + b;
+  return s;
+}
+
 void print_version() {
   std::cout << "invp " << invp::version() << "\n"
             << "  LibTorch " << invp::torch_version() << "\n"
@@ -34,6 +51,7 @@ void print_version() {
             << "  HDF5     " << invp::store::hdf5_version() << "\n"
             << "  BLAS     " << invp::loaded_blas() << "\n"
             << "  bf16     " << invp::cpu_bf16_report() << "\n"
+            << "  c10d     " << backends() << " (data-parallel training: --nproc N, torchrun or srun)\n"
             << "  threads  " << invp::thread_report() << "\n";
 }
 }  // namespace
@@ -65,9 +83,12 @@ int main(int argc, char** argv) {
   invp::app::add_demo_command(app);
   for (auto* sub : app.get_subcommands({})) sub->fallthrough();
 
+  for (int i = 1; i < argc; ++i) globals().args.push_back(argv[i]);
   try {
     app.parse(argc, argv);
-    invp::log::set_quiet(globals().quiet);
+    // Ranks other than 0 of a data-parallel job keep their warnings and errors, not their logs.
+    const auto rank = invp::rank_env_from_environment();
+    invp::log::set_quiet(globals().quiet || rank.rank != 0);
     invp::apply_thread_budget(invp::resolve_thread_budget(globals().threads));
     if (show_version) {
       print_version();

@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config ccache
-  libtorch-dev libfaiss-dev
+  libtorch-dev libgloo-dev libfaiss-dev
   libopencv-dev
   libhdf5-dev libcli11-dev libgtest-dev
   libopenblas0-openmp libopenblas-openmp-dev

@@ -194,3 +194,33 @@ TEST(Loader, StartInsideAnEpochGivesTheRemainingBatches) {
   resumed.start_epoch(2, 1000);  // past the end: an empty epoch
   EXPECT_FALSE(resumed.next().has_value());
 }
+
+// Data-parallel shards: share r of global batch b is rows [r·B, (r+1)·B) of the single loader's
+// batch b of size B·shards (same order, same augmentation), for every shard count.
+TEST(Loader, ShardsSplitEachGlobalBatch) {
+  auto ds = std::make_shared<FakeDataset>(53, 3);
+  for (int shards : {2, 3}) {
+    auto whole_opts = opts(4 * shards, 1);
+    whole_opts.drop_last = true;
+    Loader whole(ds, whole_opts);
+    auto full = epoch(whole, 2);
+    std::vector<std::vector<Batch>> parts;
+    for (int r = 0; r < shards; ++r) {
+      auto o = opts(4, 2);
+      o.drop_last = true;
+      o.shard = r, o.shards = shards;
+      Loader l(ds, o);
+      EXPECT_EQ(l.batches_per_epoch(), whole.batches_per_epoch());
+      parts.push_back(epoch(l, 2));
+      ASSERT_EQ(parts.back().size(), full.size());
+    }
+    for (size_t b = 0; b < full.size(); ++b)
+      for (int r = 0; r < shards; ++r) {
+        EXPECT_TRUE(torch::equal(parts[size_t(r)][b].indices, full[b].indices.slice(0, 4 * r, 4 * r + 4)));
+        EXPECT_TRUE(torch::equal(parts[size_t(r)][b].images, full[b].images.slice(0, 4 * r, 4 * r + 4)));
+      }
+  }
+  auto bad = opts(4, 1);
+  bad.shard = 2, bad.shards = 2;
+  EXPECT_THROW(Loader(ds, bad), invp::Error);
+}

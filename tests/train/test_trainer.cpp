@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "formats_doc.h"
+#include "synthetic_idx.h"
 #include "full_disk.h"
 
 namespace fs = std::filesystem;
@@ -32,39 +33,14 @@ using invp::train::TrainConfig;
 using invp::train::Trainer;
 
 namespace {
-void put_be32(std::ofstream& f, uint32_t v) {
-  unsigned char b[4] = {uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)};
-  f.write(reinterpret_cast<char*>(b), 4);
-}
-// Four classes: a bright 10×10 square in one quadrant over noise.
-void write_idx(const fs::path& dir, const std::string& prefix, int n, uint64_t seed) {
-  fs::create_directories(dir);
-  std::mt19937_64 rng(seed);
-  std::ofstream img(dir / (prefix + "-images-idx3-ubyte"), std::ios::binary);
-  std::ofstream lab(dir / (prefix + "-labels-idx1-ubyte"), std::ios::binary);
-  put_be32(img, 0x803), put_be32(img, n), put_be32(img, 28), put_be32(img, 28);
-  put_be32(lab, 0x801), put_be32(lab, n);
-  for (int i = 0; i < n; ++i) {
-    int c = i % 4;
-    std::vector<uint8_t> px(28 * 28);
-    for (auto& p : px) p = uint8_t(rng() % 60);
-    int y0 = 2 + (c / 2) * 14 + int(rng() % 3), x0 = 2 + (c % 2) * 14 + int(rng() % 3);
-    for (int y = y0; y < y0 + 10; ++y)
-      for (int x = x0; x < x0 + 10; ++x) px[y * 28 + x] = uint8_t(200 + rng() % 55);
-    img.write(reinterpret_cast<char*>(px.data()), px.size());
-    char l = char(c);
-    lab.write(&l, 1);
-  }
-}
-
 struct Fixture {
   fs::path root;
   TrainConfig cfg;
   Fixture(const std::string& name) {
     root = fs::temp_directory_path() / ("invp_train_" + name + "_" + std::to_string(::getpid()));
     fs::remove_all(root);
-    write_idx(root / "data", "train", 512, 1);
-    write_idx(root / "data", "t10k", 128, 2);
+    invp_test::write_idx(root / "data", "train", 512, 1);
+    invp_test::write_idx(root / "data", "t10k", 128, 2);
     cfg.data = (root / "data").string() + ":train";
     cfg.input_size = 28;
     cfg.width = 8;
@@ -168,7 +144,7 @@ TEST(Trainer, ResumeWithIvfGraphEqualsUninterruptedRun) {
 // records the precision it used, and it learns the four classes as the float32 run does.
 TEST(Trainer, Bf16ResumesBitwiseAndLearns) {
   if (invp::cpu_bf16() == invp::CpuBf16::None) GTEST_SKIP() << "this CPU has no bfloat16 instructions";
-  invp::apply_thread_budget(1);  // two 2-thread runs side by side (ctest -j2) spin OpenMP: 90 s, not 5
+  invp::apply_thread_budget(1);  // two 2-thread runs side by side (ctest -j2) spin OpenMP, many times slower
   Fixture f("bf16");
   f.cfg.precision = "bf16";
   Trainer(f.cfg, (f.root / "straight").string()).run();
@@ -238,7 +214,7 @@ TEST(Trainer, DifferentConfigRefusedUnlessForced) {
 }
 
 TEST(Trainer, LearnsClassStructureAndLossFalls) {
-  invp::apply_thread_budget(1);  // two 2-thread runs side by side (ctest -j2) spin OpenMP: 90 s, not 5
+  invp::apply_thread_budget(1);  // two 2-thread runs side by side (ctest -j2) spin OpenMP, many times slower
   Fixture f("learn");
   f.learning_run(12, 6, 3);
   std::vector<invp::train::EpochMetrics> ms;

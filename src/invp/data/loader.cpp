@@ -29,6 +29,8 @@ Loader::Loader(std::shared_ptr<const Dataset> dataset, LoaderOptions opts)
     : ds_(std::move(dataset)), opts_(std::move(opts)) {
   if (!ds_) throw Error("", "loader: no dataset");
   if (opts_.batch_size <= 0) throw Error("", "loader: batch size must be positive");
+  if (opts_.shards < 1 || opts_.shard < 0 || opts_.shard >= opts_.shards)
+    throw Error("", "loader: shard " + std::to_string(opts_.shard) + " of " + std::to_string(opts_.shards));
   opts_.workers = std::max(1, opts_.workers);
   opts_.queue_batches = std::max(1, opts_.queue_batches);
 }
@@ -36,7 +38,7 @@ Loader::Loader(std::shared_ptr<const Dataset> dataset, LoaderOptions opts)
 Loader::~Loader() { stop_workers(); }
 
 size_t Loader::batches_per_epoch() const {
-  size_t n = ds_->size(), bs = size_t(opts_.batch_size);
+  size_t n = ds_->size(), bs = size_t(opts_.batch_size) * size_t(opts_.shards);
   return opts_.drop_last ? n / bs : (n + bs - 1) / bs;
 }
 
@@ -107,7 +109,8 @@ Loader::Slot Loader::build(size_t b) {
   Slot slot;
   try {
     const size_t bs = size_t(opts_.batch_size);
-    const size_t begin = b * bs, end = std::min(order_.size(), begin + bs);
+    const size_t begin = std::min(order_.size(), b * bs * size_t(opts_.shards) + size_t(opts_.shard) * bs);
+    const size_t end = std::min(order_.size(), begin + bs);
     std::vector<Image> images;
     std::vector<int64_t> idx;
     std::vector<int64_t> labels;

@@ -37,6 +37,10 @@ struct LoaderOptions {
   AugmentConfig augment;
   bool strict = false;  // a bad item rethrows on the consumer instead of being skipped
   bool pin_memory = false;  // batches in page-locked memory (CUDA builds; for async copies)
+  // Data-parallel sharding: batch b of the epoch is global batch b (batch_size · shards items
+  // of the shuffled order) and this loader yields share `shard` of it, batch_size items. Same
+  // seed, same global batches for any number of shards.
+  int shard = 0, shards = 1;
 };
 
 class Loader {

@@ -66,6 +66,21 @@ KnnGraph KnnGraph::build(const at::Tensor& bank, int k, int64_t tile_rows) {
   return timed([&] { return index::knn_inner_product(bank, bank, k, /*exclude_self=*/true, tile_rows); });
 }
 
+KnnGraph KnnGraph::build_rows(const at::Tensor& bank, int k, int64_t begin, int64_t end) {
+  check_bank(bank);
+  if (!bank.device().is_cpu()) {  // a GPU searches the whole bank quickly: take the slice
+    auto g = build(bank, k);
+    g.neighbors = g.neighbors.slice(0, begin, end).contiguous();
+    g.similarities = g.similarities.slice(0, begin, end).contiguous();
+    return g;
+  }
+  if (begin < 0 || end < begin || end > bank.size(0))
+    throw Error("", "kNN graph: rows [" + std::to_string(begin) + ", " + std::to_string(end) + ") outside the bank");
+  return timed([&] {
+    return index::knn_inner_product(bank.slice(0, begin, end), bank, k, /*exclude_self=*/true, 4096, begin);
+  });
+}
+
 KnnGraph KnnGraph::build_ivf(const at::Tensor& bank, int k, int64_t probes, uint64_t seed) {
   check_bank(bank);
   if (!bank.device().is_cpu()) return build(bank, k);  // exact on the GPU

@@ -1,5 +1,5 @@
-// The kNN graph over the memory bank used for positive discovery (ALGORITHM.md, "When and
-// how the graph is built"). Conventions:
+// The kNN graph over the memory bank used for positive discovery (docs/ALGORITHM.md, "The
+// kNN graph"). Conventions:
 //   bank        N×D float32 contiguous CPU, rows L2-normalised (inner product = cosine);
 //   neighbors   N×k int64, row i = i's k most similar other rows, most similar first;
 //               directed (j ∈ row i does not imply i ∈ row j), self excluded;
@@ -36,6 +36,10 @@ class KnnGraph {
   // host, N·k int64, for propagation): by build_faiss_gpu when this build has FAISS's GPU
   // search and k < 2048, else by build_tensor_ops.
   static KnnGraph build(const at::Tensor& bank, int k, int64_t tile_rows = 4096);
+
+  // Rows [begin, end) of build(bank, k): what one rank of a distributed run searches before
+  // the slices are gathered. The same lists as build's rows, self excluded. CPU banks only.
+  static KnnGraph build_rows(const at::Tensor& bank, int k, int64_t begin, int64_t end);
 
   // Approximate graph through index::knn_self_ivf (k-means cells, `probes` searched per row):
   // most of the exact graph's edges at a fraction of its cost. A bank on a GPU gets the exact

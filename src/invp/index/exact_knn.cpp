@@ -28,7 +28,7 @@ void check_matrix(const at::Tensor& t, const char* what) {
 }  // namespace
 
 KnnResult knn_inner_product(const at::Tensor& queries, const at::Tensor& base, int k,
-                            bool exclude_self, int64_t tile_rows) {
+                            bool exclude_self, int64_t tile_rows, int64_t self_offset) {
   check_matrix(queries, "queries");
   check_matrix(base, "base");
   const int64_t q = queries.size(0), n = base.size(0), d = base.size(1);
@@ -41,9 +41,9 @@ KnnResult knn_inner_product(const at::Tensor& queries, const at::Tensor& base, i
     throw Error("", "exact kNN: k=" + std::to_string(k) + " outside [1, " +
                         std::to_string(max_k) + "] for a base of " + std::to_string(n) +
                         " rows" + (exclude_self ? " (self excluded)" : ""));
-  if (exclude_self && q > n)
-    throw Error("", "exact kNN: exclude_self needs the queries to be base rows 0..Q-1, but Q=" +
-                        std::to_string(q) + " > N=" + std::to_string(n));
+  if (exclude_self && (self_offset < 0 || q + self_offset > n))
+    throw Error("", "exact kNN: exclude_self needs the queries to be base rows " + std::to_string(self_offset) +
+                        "..+Q-1, but Q=" + std::to_string(q) + " and N=" + std::to_string(n));
   if (tile_rows < 1) throw Error("", "exact kNN: tile_rows must be positive");
 
   auto indices = at::empty({q, k}, at::kLong);
@@ -71,11 +71,11 @@ KnnResult knn_inner_product(const at::Tensor& queries, const at::Tensor& base, i
     faiss::knn_inner_product(qp + r0 * d, bp, size_t(d), size_t(rows), size_t(n), size_t(ks),
                              tile_sim.data(), tile_idx.data());
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t self = r0 + r;
+      const int64_t self = self_offset + r0 + r;
       const int64_t* si = tile_idx.data() + r * ks;
       const float* ss = tile_sim.data() + r * ks;
-      int64_t* di = out_i + self * k;
-      float* ds = out_s + self * k;
+      int64_t* di = out_i + (r0 + r) * k;
+      float* ds = out_s + (r0 + r) * k;
       int64_t w = 0;
       for (int64_t c = 0; c < ks && w < k; ++c) {
         if (si[c] == self) continue;  // drop the query's own row (at most once)

@@ -23,7 +23,9 @@ struct KnnResult {
 // otherwise 1 ≤ k ≤ N. Queries are processed tile_rows at a time, so the extra memory is
 // O(tile_rows·k) beyond the inputs and the Q×k outputs. Throws invp::Error on bad shapes,
 // dtypes, devices or k.
+// self_offset: with exclude_self, the queries are base rows self_offset..self_offset+Q-1 (a
+// slice of the base, as one rank of a distributed graph build searches).
 KnnResult knn_inner_product(const at::Tensor& queries, const at::Tensor& base, int k,
-                            bool exclude_self, int64_t tile_rows = 4096);
+                            bool exclude_self, int64_t tile_rows = 4096, int64_t self_offset = 0);
 
 }  // namespace invp::index

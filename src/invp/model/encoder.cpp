@@ -1,4 +1,5 @@
 #include <invp/core/error.h>
+#include <invp/model/batch_norm.h>
 #include <invp/model/encoder.h>
 
 #include <torch/nn/functional/normalization.h>
@@ -20,16 +21,16 @@ class BlockImpl : public nn::Module {
   BlockImpl(int in, int planes, int stride, bool bottleneck) {
     int out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
-      body_ = nn::Sequential(conv(in, planes, 1, 1), nn::BatchNorm2d(planes), nn::ReLU(true),
-                             conv(planes, planes, 3, stride), nn::BatchNorm2d(planes), nn::ReLU(true),
-                             conv(planes, out, 1, 1), nn::BatchNorm2d(out));
+      body_ = nn::Sequential(conv(in, planes, 1, 1), BatchNorm(planes), nn::ReLU(true),
+                             conv(planes, planes, 3, stride), BatchNorm(planes), nn::ReLU(true),
+                             conv(planes, out, 1, 1), BatchNorm(out));
     } else {
-      body_ = nn::Sequential(conv(in, planes, 3, stride), nn::BatchNorm2d(planes), nn::ReLU(true),
-                             conv(planes, planes, 3, 1), nn::BatchNorm2d(planes));
+      body_ = nn::Sequential(conv(in, planes, 3, stride), BatchNorm(planes), nn::ReLU(true),
+                             conv(planes, planes, 3, 1), BatchNorm(planes));
     }
     register_module("body", body_);
     if (stride != 1 || in != out) {
-      shortcut_ = nn::Sequential(conv(in, out, 1, stride), nn::BatchNorm2d(out));
+      shortcut_ = nn::Sequential(conv(in, out, 1, stride), BatchNorm(out));
       register_module("shortcut", shortcut_);
     }
   }
@@ -69,11 +70,11 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg) : cfg_(cfg) {
   stem_ = nn::Sequential();
   if (cfg_.stem == "small") {
     stem_->push_back(conv(cfg_.in_channels, w, 3, 1));
-    stem_->push_back(nn::BatchNorm2d(w));
+    stem_->push_back(BatchNorm(w));
     stem_->push_back(nn::ReLU(true));
   } else {
     stem_->push_back(conv(cfg_.in_channels, w, 7, 2));
-    stem_->push_back(nn::BatchNorm2d(w));
+    stem_->push_back(BatchNorm(w));
     stem_->push_back(nn::ReLU(true));
     stem_->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)));
   }
@@ -95,7 +96,7 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg) : cfg_(cfg) {
   else if (cfg_.head == "mlp")
     head_ = nn::Sequential(nn::Linear(f, f), nn::ReLU(true), nn::Linear(f, cfg_.dim));
   else  // mlp-bn: the hidden layer batch-normalised (SimCLR / MoCo v2 style)
-    head_ = nn::Sequential(nn::Linear(nn::LinearOptions(f, f).bias(false)), nn::BatchNorm1d(f),
+    head_ = nn::Sequential(nn::Linear(nn::LinearOptions(f, f).bias(false)), BatchNorm(f),
                            nn::ReLU(true), nn::Linear(f, cfg_.dim));
   register_module("stem", stem_);
   register_module("body", body_);

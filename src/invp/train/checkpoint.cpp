@@ -80,12 +80,22 @@ void write_checkpoint(const std::string& path, const Checkpoint& meta, model::En
   write_file_atomically(path, serialize_checkpoint(meta, net, opt, bank, graph));
 }
 
-Checkpoint read_checkpoint(const std::string& path) {
+namespace {
+void load_archive(torch::serialize::InputArchive& a, const Checkpoint& c, c10::optional<torch::Device> device = {}) {
+  if (c.bytes.empty())
+    a.load_from(c.path, device);
+  else
+    a.load_from(c.bytes.data(), c.bytes.size(), device);
+}
+}  // namespace
+
+Checkpoint read_checkpoint(const std::string& path, std::string bytes) {
   Checkpoint c;
   c.path = path;
+  c.bytes = std::move(bytes);
   try {
     torch::serialize::InputArchive a;
-    a.load_from(path);
+    load_archive(a, c);
     torch::Tensor t;
     a.read("format_version", t);
     if (t.item<int64_t>() != kCheckpointFormatVersion)
@@ -99,6 +109,9 @@ Checkpoint read_checkpoint(const std::string& path) {
     c.config_json = v.toStringRef();
   } catch (const c10::Error& e) {
     throw Error(path, "corrupt or unreadable checkpoint", "delete it to start over");
+  } catch (const std::runtime_error& e) {  // a truncated archive in memory
+    if (dynamic_cast<const Error*>(&e)) throw;
+    throw Error(path, "corrupt or unreadable checkpoint", "delete it to start over");
   }
   return c;
 }
@@ -107,7 +120,7 @@ void load_checkpoint_into(const Checkpoint& c, model::EncoderImpl& net, torch::o
                           torch::Tensor& bank, torch::Tensor& graph) {
   try {
     torch::serialize::InputArchive a, m, o;
-    a.load_from(c.path, bank.device());  // onto the training device, whichever wrote it
+    load_archive(a, c, bank.device());  // onto the training device, whichever wrote it
     a.read("model", m);
     a.read("optimizer", o);
     net.load(m);

@@ -20,6 +20,7 @@ struct Checkpoint {
   std::string config_json;
   // Filled by read_checkpoint; applied by load_checkpoint_into.
   std::string path;
+  std::string bytes;  // the archive itself when it came over the wire (rank 0's file), else empty
 };
 
 // The archive's bytes (tensors on a GPU are copied to the host); write_checkpoint below
@@ -50,8 +51,9 @@ class CheckpointSnapshot {
 
 void write_checkpoint(const std::string& path, const Checkpoint& meta, model::EncoderImpl& net,
                       torch::optim::SGD& opt, const torch::Tensor& bank, const torch::Tensor& graph);
-// Reads the metadata; throws invp::Error for a missing or corrupt file.
-Checkpoint read_checkpoint(const std::string& path);
+// Reads the metadata from `path`, or from `bytes` (the file's contents, read elsewhere) when
+// given; throws invp::Error for a missing or corrupt file.
+Checkpoint read_checkpoint(const std::string& path, std::string bytes = {});
 void load_checkpoint_into(const Checkpoint& c, model::EncoderImpl& net, torch::optim::SGD& opt,
                           torch::Tensor& bank, torch::Tensor& graph);
 }  // namespace invp::train

@@ -13,7 +13,8 @@ using nlohmann::json;
   X(background) X(knn) X(hops) X(hard_positives) X(lambda) X(warmup) X(bank_momentum) X(ramp)  \
   X(denominator) X(propagation) X(graph) X(loss) X(lr) X(momentum) X(weight_decay)            \
   X(schedule) X(batch_size) X(seed)
-#define INVP_TRAIN_RUN(X) X(test_data) X(epochs) X(knn_every) X(workers) X(device) X(precision) X(profile) X(cuda_graph)
+#define INVP_TRAIN_RUN(X) X(test_data) X(epochs) X(knn_every) X(workers) X(device) X(precision) X(profile) X(cuda_graph) \
+  X(sync_bn) X(dist_timeout) X(world_size)
 
 // Keys added after configs were first hashed: they join the hash only when they differ from
 // their default, so checkpoints written before they existed still resume.
@@ -67,6 +68,24 @@ void TrainConfig::validate() const {
   if (input_size < 8) throw Error("", "--input-size must be at least 8");
   if (!(crop_scale > 0 && crop_scale <= 1)) throw Error("", "--crop-scale must be in (0, 1]");
   if (!(flip >= 0 && flip <= 1)) throw Error("", "--flip must be a probability in [0, 1]");
+  if (dist_timeout < 1) throw Error("", "--dist-timeout must be at least 1 second");
+}
+
+TrainModes TrainConfig::modes() const {
+  validate();
+  TrainModes m;
+  m.graph = graph == "online" ? GraphMode::Online : GraphMode::Epoch;
+  m.graph_search = graph_search == "ivf" ? GraphSearch::Ivf : GraphSearch::Exact;
+  m.graph_features = graph_features == "recomputed" ? GraphFeatures::Recomputed : GraphFeatures::Bank;
+  m.loss = loss == "instance" ? LossKind::Instance : LossKind::Invp;
+  m.positives = positives == "oracle" ? Positives::Oracle : Positives::Graph;
+  m.ramp = ramp == "gaussian" ? Ramp::Gaussian : Ramp::Binary;
+  m.schedule = schedule == "step" ? Schedule::Step : Schedule::Cosine;
+  m.propagation = propagation == "concat" ? Propagation::Concat : Propagation::Bfs;
+  m.paper_denominator = denominator == "paper";
+  m.cuda = device == "cuda";
+  m.cuda_graph = cuda_graph == "on";
+  return m;
 }
 
 std::string TrainConfig::to_json() const {
@@ -94,8 +113,8 @@ TrainConfig TrainConfig::from_json(const std::string& text, const std::string& f
 
 std::string TrainConfig::resolved_precision() const {
   if (device == "cuda") return precision == "fp32" ? "fp32" : "tf32";
-  // bf16 pays with AMX from width 16 (steps 1.6× faster at 16, 3× at 64); at width 8 it is ~5 %
-  // slower (LibTorch 1.13's bf16 BatchNorm backward takes a slow path at 8 channels; BENCHMARKS.md).
+  // bf16 pays with AMX from width 16; at width 8 it is slower (LibTorch 1.13's bf16 BatchNorm
+  // backward takes a slow path at 8 channels; BENCHMARKS.md, "Session 12").
   return model::resolve_cpu_precision(precision, width >= 16);
 }
 

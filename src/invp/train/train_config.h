@@ -6,6 +6,32 @@
 
 namespace invp::train {
 
+// The string modes of TrainConfig parsed once (TrainConfig::modes()), so the trainer branches on
+// enums, not on string comparisons.
+enum class GraphMode { Epoch, Online };
+enum class GraphSearch { Exact, Ivf };
+enum class GraphFeatures { Bank, Recomputed };
+enum class LossKind { Invp, Instance };
+enum class Positives { Graph, Oracle };
+enum class Ramp { Binary, Gaussian };
+enum class Schedule { Cosine, Step };
+enum class Propagation { Bfs, Concat };
+enum class Precision { Fp32, Tf32, Bf16 };  // as resolved for the device and CPU
+
+struct TrainModes {
+  GraphMode graph = GraphMode::Epoch;
+  GraphSearch graph_search = GraphSearch::Exact;
+  GraphFeatures graph_features = GraphFeatures::Bank;
+  LossKind loss = LossKind::Invp;
+  Positives positives = Positives::Graph;
+  Ramp ramp = Ramp::Binary;
+  Schedule schedule = Schedule::Cosine;
+  Propagation propagation = Propagation::Bfs;
+  bool paper_denominator = false;
+  bool cuda = false;
+  bool cuda_graph = true;
+};
+
 struct TrainConfig {
   // data
   std::string data = "/usr/share/datasets/fashion-mnist:train";
@@ -13,16 +39,16 @@ struct TrainConfig {
   int64_t limit = 0;             // train on the first `limit` items only (0 = all)
   int input_size = 28;
   int channels = 0;              // 0 = the source's own (1 for grey IDX)
-  // training augmentation (small-image recipe of ALGORITHM.md, with these two knobs)
+  // training augmentation (small-image recipe of docs/ALGORITHM.md, with these two knobs)
   float crop_scale = 0.2f;       // RandomResizedCrop: smallest share of the image area
   float flip = 0.f;              // horizontal-flip probability (the reference has none)
-  // encoder (ALGORITHM.md: ResNet-18 small stem, MLP head, D 128)
+  // encoder (docs/ALGORITHM.md: ResNet-18 small stem, MLP head, D 128)
   int arch_depth = 18;
   std::string stem = "small";
   int width = 64;
   std::string head = "mlp-bn";
   int dim = 128;
-  // method (reference constants, ALGORITHM.md)
+  // method (reference constants: docs/ALGORITHM.md, "Constants")
   float tau = 0.2f;
   int64_t background = 4096;     // M
   int knn = 4;                   // k of the graph
@@ -63,8 +89,15 @@ struct TrainConfig {
   // after two eager steps and again when the learning rate changes; graphed_step.h) | off
   std::string cuda_graph = "on";
   bool profile = false;            // cuda: synchronise at each phase so the times are exact
+  // data-parallel runs (train/distributed.h): BatchNorm statistics over the global batch
+  // instead of each rank's share; seconds a collective may wait for a peer before the run stops
+  // with an error; the number of ranks, recorded by the trainer (a resume at another size warns).
+  bool sync_bn = false;
+  int dist_timeout = 120;
+  int world_size = 1;
 
   void validate() const;                 // throws invp::Error naming the bad key
+  TrainModes modes() const;              // validate() and the modes as enums
   // What `precision` means on `device` and this CPU: "tf32", "fp32" or "bf16". Throws
   // invp::Error for bf16 on a CPU without bf16 instructions.
   std::string resolved_precision() const;

@@ -10,6 +10,7 @@
 #include <string>
 
 namespace invp::train {
+class DistGroup;
 
 struct EpochMetrics {
   int epoch = 0;
@@ -24,13 +25,22 @@ struct EpochMetrics {
   double graph_seconds = 0, graph_mean_similarity = 0, graph_mutual = 0, graph_same_label = -1;
   double graph_features_seconds = 0;  // --graph-features recomputed: the forward pass the graph is built from
   int64_t skipped_bad = 0;
+  int64_t images = 0;  // trained on in the epoch, over all ranks
+  // Data-parallel runs: seconds this rank (rank 0 for the log) spent in the gradient allreduce
+  // and in the per-step all-gathers of the bank update, the bytes its collectives carried in the
+  // epoch, and the hash of the bank and graph every rank holds at the epoch's end.
+  double allreduce = 0, allgather = 0, comm_bytes = 0;
+  std::string state_hash;
 };
 
 class Trainer {
  public:
   // Opens (or resumes from) out_dir. A checkpoint with a different config hash is refused
   // unless force.
-  Trainer(TrainConfig config, std::string out_dir, bool force = false);
+  // `dist`: this process is one rank of a data-parallel run (train/distributed.h); every rank
+  // constructs its Trainer with the same config and out_dir (only rank 0 writes there), and
+  // refuses to start when the ranks' configs or data differ.
+  Trainer(TrainConfig config, std::string out_dir, bool force = false, std::shared_ptr<DistGroup> dist = nullptr);
   ~Trainer();
   // Trains up to config.epochs (or only up to until_epoch when > 0, as if stopped there;
   // the lr schedule still spans config.epochs); calls on_epoch after each epoch. Returns the
