@@ -3,6 +3,7 @@
 
 #include <invp/core/cpu_features.h>
 #include <invp/core/error.h>
+#include <invp/core/launch.h>
 #include <invp/core/log.h>
 #include <invp/data/dataset.h>
 #include <invp/search/embedder.h>
@@ -12,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstdlib>
+#include <tuple>
 #include <iostream>
 
 namespace invp::app {
@@ -22,9 +25,24 @@ std::string fmt(const char* f, double v) {
   return b;
 }
 
+// --shard i/N, or this rank's shard under a launcher, or (0, 1) for the whole source.
+std::pair<int, int> parse_shard(std::string& text) {
+  if (text.empty()) {
+    auto env = rank_env_from_environment();
+    if (env.distributed()) text = std::to_string(env.rank) + "/" + std::to_string(env.world);
+    else return {0, 1};
+  }
+  int i = -1, n = 0;
+  char tail = 0;
+  if (std::sscanf(text.c_str(), "%d/%d%c", &i, &n, &tail) != 2 || n < 1 || i < 0 || i >= n)
+    throw CLI::ValidationError("--shard", "'" + text + "' is not i/N with 0 <= i < N");
+  return {i, n};
+}
+
 void add_embed(CLI::App& app) {
   struct Args {
-    std::string model, data, out, device = "cpu", precision = "fp32";
+    std::string model, data, out, device = "cpu", precision = "fp32", shard;
+    int nproc = 1;
     search::EmbedOptions opt;
   };
   auto a = std::make_shared<Args>();
@@ -48,15 +66,33 @@ void add_embed(CLI::App& app) {
   c->add_option("--batch-size", a->opt.batch_size, "Images per forward pass")->capture_default_str();
   c->add_option("--workers", a->opt.workers, "Decode threads (count against --threads)")->capture_default_str();
   c->add_option("--chunk-rows", a->opt.chunk_rows, "Rows per resumable chunk")->capture_default_str();
+  c->add_option("--shard", a->shard,
+                "i/N: embed only the i-th (0-based) of N contiguous slices of SOURCE, ids still the items' "
+                "positions in the whole source, into OUT with '.part-i-of-N' before its extension (or "
+                "'{shard}' in OUT replaced). Under torchrun/srun (RANK/WORLD_SIZE) each rank takes its own "
+                "shard. index build/add take the parts together");
+  c->add_option("--nproc", a->nproc,
+                "Embed as N shards in N local processes (the thread budget split between them), each "
+                "writing its part as --shard does")
+      ->check(CLI::Range(1, 1024).description(""))->capture_default_str();
   c->callback([a] {
     globals().action = [a] {
+      if (!a->shard.empty() && a->nproc > 1)
+        throw CLI::ValidationError("embed", "--shard names one part; --nproc runs them all: give one of them");
+      if (int rc = relaunch_as_ranks(a->nproc); rc >= 0) {
+        std::fflush(stdout);
+        std::fflush(stderr);
+        std::_Exit(rc);
+      }
+      std::tie(a->opt.shard, a->opt.shards) = parse_shard(a->shard);
+      a->out = search::shard_path(a->out, a->opt.shard, a->opt.shards);
       search::Embedder e(a->model, a->device, search::Embedder::Output::head, a->precision);
       auto r = search::embed_to_file(e, a->data, a->out, a->opt);
       if (globals().json) {
         std::cout << nlohmann::json{{"out", a->out}, {"rows", r.rows}, {"resumed_rows", r.resumed_rows},
                                     {"skipped_bad", r.skipped_bad}, {"seconds", r.seconds},
                                     {"images_per_second", r.images_per_second}, {"dim", e.dim()},
-                                    {"precision", e.precision()},
+                                    {"precision", e.precision()}, {"shard", a->shard},
                                     {"model_hash", e.model_hash()}}
                          .dump()
                   << "\n";
@@ -97,14 +133,16 @@ void add_index(CLI::App& app) {
   idx->require_subcommand(1);
 
   auto b = std::make_shared<search::BuildOptions>();
-  auto bin = std::make_shared<std::string>();
+  auto bin = std::make_shared<std::vector<std::string>>();
   auto bout = std::make_shared<std::string>();
   auto* build = idx->add_subcommand(
       "build",
       "Build an index directory from embeddings.h5. --recipe auto picks Flat / HNSW / IVF / "
       "OPQ+IVF-PQ from N, D and --max-memory, then tunes nprobe/efSearch to --target-recall "
       "(recall@k against exact search on a held-out sample) and records it in index.json.");
-  build->add_option("-e,--embeddings", *bin, "Embeddings file from invp embed")->required();
+  build->add_option("-e,--embeddings", *bin,
+                    "Embeddings file from invp embed, or several: the parts of one source from embed --shard "
+                    "(mismatched models and overlapping ids are refused)")->required();
   build->add_option("-o,--out", *bout, "Index directory to write")->required();
   build->add_option("-r,--recipe", b->recipe, "auto, flat, hnsw, ivf-flat, ivf-pq, or a recipe file (indexes/*.toml)")->capture_default_str();
   build->add_option("--max-memory", b->max_memory, "Memory budget for the index, e.g. 512M, 4G (0 = no limit)")
@@ -123,7 +161,7 @@ void add_index(CLI::App& app) {
   });
 
   auto adir = std::make_shared<std::string>();
-  auto aemb = std::make_shared<std::string>();
+  auto aemb = std::make_shared<std::vector<std::string>>();
   auto asrc = std::make_shared<std::string>();
   auto* add = idx->add_subcommand(
       "add",
@@ -131,7 +169,8 @@ void add_index(CLI::App& app) {
       "in where this CPU can) or an embeddings file to an index without rebuilding it; new "
       "items get ids after the largest one.");
   add->add_option("-i,--index", *adir, "Index directory")->required();
-  add->add_option("-e,--embeddings", *aemb, "Embeddings file made with the index's model");
+  add->add_option("-e,--embeddings", *aemb,
+                  "Embeddings file made with the index's model, or several parts of one source (embed --shard)");
   add->add_option("source", *asrc, "SOURCE of images to embed and add");
   add->callback([adir, aemb, asrc] {
     globals().action = [adir, aemb, asrc] {
@@ -140,13 +179,13 @@ void add_index(CLI::App& app) {
       store::Rows rows;
       std::string hash;
       if (!aemb->empty()) {
-        store::EmbeddingReader r(*aemb);
-        if (!r.has_embeddings()) throw Error(*aemb, "holds no /embeddings");
-        rows = r.read_all();
+        store::EmbeddingReader r(aemb->front());
+        if (!r.has_embeddings()) throw Error(aemb->front(), "holds no /embeddings");
+        rows = search::read_parts(*aemb);
         hash = r.meta().model_hash;
         const auto have = search::read_index_info(*adir).precision;
         if (r.meta().precision != have)
-          log::warn(*aemb + ": embedded in " + r.meta().precision + ", the index in " + have +
+          log::warn(aemb->front() + ": embedded in " + r.meta().precision + ", the index in " + have +
                     " (same model, so they mix; neighbours shift by that precision's rounding)");
       } else {
         search::IndexHandle h(*adir);

@@ -86,5 +86,25 @@ check "rerun resumes and finishes" test $rc -eq 0
 check "rerun says it resumed" grep -q 'resuming' "$work/k2.log"
 check "resumed model equals the uninterrupted one bitwise" cmp -s "$work/ref/model.pt" "$work/kill/model.pt"
 
+# Sharded embedding: --nproc 2 writes two parts whose index answers as the whole file's does.
+M="$work/ref/model.pt"
+timeout 120 "$INVP" -q embed -m "$M" -d "$FM:test" --out "$work/whole.h5" > /dev/null; rc=$?
+check "embed the whole test split" test $rc -eq 0
+timeout 120 "$INVP" --threads 2 embed -m "$M" -d "$FM:test" --out "$work/emb.h5" --nproc 2 > "$work/e.log" 2>&1; rc=$?
+check "embed --nproc 2 exits 0" test $rc -eq 0
+check "embed --nproc 2 wrote both parts" test -s "$work/emb.part-0-of-2.h5" -a -s "$work/emb.part-1-of-2.h5"
+"$INVP" -q index build -e "$work/whole.h5" -o "$work/iw" -r flat > /dev/null
+"$INVP" -q index build -e "$work/emb.part-1-of-2.h5" "$work/emb.part-0-of-2.h5" -o "$work/ip" -r flat > /dev/null; rc=$?
+check "index build takes the parts" test $rc -eq 0
+for id in 0 4999 5000 9999; do
+  a=$("$INVP" --json query --index "$work/iw" --id $id -k 10 | grep -o '"id":[0-9]*' | tr '\n' ' ')
+  b=$("$INVP" --json query --index "$work/ip" --id $id -k 10 | grep -o '"id":[0-9]*' | tr '\n' ' ')
+  check "parts answer id $id as the whole file does" test -n "$a" -a "$a" = "$b"
+done
+"$INVP" index build -e "$work/emb.part-0-of-2.h5" "$work/whole.h5" -o "$work/bad" > /dev/null 2> "$work/ov.err"; rc=$?
+check "overlapping parts refused in one line" sh -c "test $rc -eq 1 && grep -q '^invp: error: .*overlap' '$work/ov.err'"
+"$INVP" embed -m "$M" -d "$FM:test" --out "$work/x.h5" --shard 2/2 > /dev/null 2>&1; rc=$?
+check "--shard 2/2 is a usage error" test $rc -eq 2
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

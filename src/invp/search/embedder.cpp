@@ -118,26 +118,45 @@ Features raw_pixel_features(std::shared_ptr<const data::Dataset> ds, int batch_s
       "read pixels");
 }
 
+std::pair<int64_t, int64_t> shard_range(int64_t n, int shard, int shards) {
+  if (shards < 1 || shard < 0 || shard >= shards)
+    throw Error("", "shard " + std::to_string(shard) + "/" + std::to_string(shards) + " does not exist",
+                "use i/N with 0 <= i < N");
+  return {n * shard / shards, n * (shard + 1) / shards};
+}
+
+std::string shard_path(const std::string& out, int shard, int shards) {
+  if (shards <= 1) return out;
+  const std::string tag = std::to_string(shard) + "-of-" + std::to_string(shards);
+  if (auto at = out.find("{shard}"); at != std::string::npos) return out.substr(0, at) + tag + out.substr(at + 7);
+  std::filesystem::path p(out);
+  return (p.parent_path() / (p.stem().string() + ".part-" + tag + p.extension().string())).string();
+}
+
 EmbedReport embed_to_file(Embedder& embedder, const std::string& source, const std::string& out,
                           const EmbedOptions& opts) {
   auto t0 = std::chrono::steady_clock::now();
-  auto ds = data::open_dataset(source, {embedder.channels(), false});
+  auto whole = data::open_dataset(source, {embedder.channels(), false});
+  const auto [first, last] = shard_range(int64_t(whole->size()), opts.shard, opts.shards);
+  auto ds = opts.shards > 1 ? data::subset(whole, size_t(first), size_t(last - first)) : whole;
   store::StoreMeta meta;
   meta.dim = embedder.dim();
   meta.model_hash = embedder.model_hash();
   meta.model_path = std::filesystem::absolute(embedder.model_path()).string();
   meta.source = source;
   meta.precision = embedder.precision();
-  meta.categories = ds->class_names();
+  meta.categories = whole->class_names();
+  if (opts.shards > 1) meta.shard = std::to_string(opts.shard) + "/" + std::to_string(opts.shards);
   store::EmbeddingWriter writer(out, meta, opts.chunk_rows);
   EmbedReport r;
   r.resumed_rows = writer.resume_rows();
-  const int64_t next = writer.next_id();
-  if (next > 0) log::info("resuming " + out + " at item " + std::to_string(next) + " (" +
+  // Ids are source positions; `local` counts within this shard's slice.
+  const int64_t next = std::max(writer.next_id(), first), next_local = next - first;
+  if (next_local > 0) log::info("resuming " + out + " at item " + std::to_string(next) + " (" +
                           std::to_string(r.resumed_rows) + " rows already embedded)");
   // Restart at the batch boundary before `next`, so that every batch holds the same items as
   // in an uninterrupted run (results then match bitwise), and drop the rows already stored.
-  const int64_t start = std::min<int64_t>(next - next % opts.batch_size, int64_t(ds->size()));
+  const int64_t start = std::min<int64_t>(next_local - next_local % opts.batch_size, int64_t(ds->size()));
   auto rest = data::subset(ds, size_t(start), ds->size() - size_t(start));
   int64_t new_rows = 0;
   if (rest->size() > 0) {
@@ -147,7 +166,7 @@ EmbedReport embed_to_file(Embedder& embedder, const std::string& source, const s
     Progress bar("embed", int64_t(loader.batches_per_epoch()));
     int64_t done = 0;
     while (auto b = loader.next()) {
-      auto idx = b->indices + start;
+      auto idx = b->indices + start + first;
       auto keep = idx.ge(next);
       auto emb = embedder.embed(b->images);
       store::Rows rows;

@@ -70,7 +70,16 @@ struct EmbedOptions {
   int batch_size = 256;
   int workers = 1;
   int64_t chunk_rows = 8192;  // rows per resumable chunk of OUT.partial
+  // Embed only the shard-th of `shards` contiguous slices of the source (ids stay positions in
+  // the whole source): parts that index build/add take together, made on several machines.
+  int shard = 0, shards = 1;
 };
+
+// The contiguous slice [begin, end) of n items that shard i of `shards` embeds.
+std::pair<int64_t, int64_t> shard_range(int64_t n, int shard, int shards);
+// OUT for shard i of N: "{shard}" in `out` replaced by "I-of-N", else ".part-I-of-N" put
+// before the extension (emb.h5 → emb.part-0-of-4.h5); `out` itself when shards is 1.
+std::string shard_path(const std::string& out, int shard, int shards);
 struct EmbedReport {
   int64_t rows = 0;          // rows in the finished file
   int64_t resumed_rows = 0;  // rows found already done in OUT.partial
@@ -83,7 +92,8 @@ struct EmbedReport {
   double stream_images_per_second = 0;
   double finish_seconds = 0;  // assembling OUT from the chunks
 };
-// Streams SOURCE through the model into OUT (embeddings.h5 layout, store/embedding_store.h):
+// Streams SOURCE (or its opts.shard-th slice) through the model into OUT (embeddings.h5
+// layout, store/embedding_store.h):
 // memory does not grow with N, decoding overlaps the forward pass, a killed run resumes
 // from its last complete chunk when rerun with the same model and source.
 EmbedReport embed_to_file(Embedder& embedder, const std::string& source, const std::string& out,

@@ -22,6 +22,8 @@
 #include <set>
 #include <sstream>
 
+#include <unistd.h>
+
 namespace invp::search {
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -252,7 +254,7 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   info.dim = d;
   info.model_hash = reader.meta().model_hash;
   info.precision = reader.meta().precision;
-  info.source = fs::absolute(embeddings_h5).string();
+  info.source = opts.source_label.empty() ? fs::absolute(embeddings_h5).string() : opts.source_label;
   info.created = utc_now_iso();
 
   // The model travels with the index when we can find it and it is the one that made the file.
@@ -332,6 +334,35 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   info.build_seconds = seconds_since(t0);
   commit(dir, info);
   return {info, info.build_seconds};
+}
+
+namespace {
+// A joined copy of several parts, removed when it goes out of scope.
+struct JoinedParts {
+  std::string path;
+  explicit JoinedParts(const std::vector<std::string>& parts, const std::string& near)
+      : path(near + ".parts." + std::to_string(::getpid()) + ".h5") {
+    store::join_parts(parts, path);
+  }
+  ~JoinedParts() {
+    std::error_code ec;
+    fs::remove(path, ec);
+  }
+};
+}  // namespace
+
+BuildReport build_index(const std::vector<std::string>& parts, const std::string& dir, const BuildOptions& opts) {
+  if (parts.size() == 1) return build_index(parts[0], dir, opts);
+  JoinedParts joined(parts, fs::absolute(dir).lexically_normal().string());
+  auto o = opts;
+  for (const auto& p : parts) o.source_label += (o.source_label.empty() ? "" : ",") + fs::absolute(p).string();
+  return build_index(joined.path, dir, o);
+}
+
+store::Rows read_parts(const std::vector<std::string>& parts) {
+  if (parts.size() == 1) return store::EmbeddingReader(parts[0]).read_all();
+  JoinedParts joined(parts, (fs::temp_directory_path() / "invp-add").string());
+  return store::EmbeddingReader(joined.path).read_all();
 }
 
 AddReport add_to_index(const std::string& dir, const store::Rows& rows, const std::string& model_hash) {

@@ -61,6 +61,7 @@ struct BuildOptions {
   int64_t tune_queries = 500;        // held-out sample queried against exact search
   std::string model_pt;              // override; default: the model recorded in the file
   uint64_t seed = 0;
+  std::string source_label;          // what index.json records as the source (default: the file)
 };
 
 struct BuildReport {
@@ -69,6 +70,11 @@ struct BuildReport {
 };
 BuildReport build_index(const std::string& embeddings_h5, const std::string& dir,
                         const BuildOptions& opts);
+// The same from the parts of one source (`invp embed --shard` files, any order), joined in id
+// order first (store::join_parts: mismatched models and overlapping ids are refused).
+BuildReport build_index(const std::vector<std::string>& parts, const std::string& dir, const BuildOptions& opts);
+// Rows of all the parts, in id order (for index add).
+store::Rows read_parts(const std::vector<std::string>& parts);
 
 struct AddReport {
   int64_t added = 0, first_id = 0, size = 0;

@@ -203,6 +203,7 @@ void EmbeddingReader::Impl::open() {
   meta.created = string_attr("created");
   meta.precision = string_attr("precision");
   if (meta.precision.empty()) meta.precision = "fp32";  // written before the attribute existed
+  meta.shard = string_attr("shard");
 
   ids = dataset("ids", H5T_INTEGER, 1, true);
   labels = dataset("labels", H5T_INTEGER, 1, true);

@@ -8,7 +8,9 @@
 //   root attributes: format_version (int32), dim (int64), model_hash (string),
 //                    model_path (string), source (string), created (string, ISO-8601 UTC),
 //                    precision (string: "fp32" or "bf16", the encoder's arithmetic; files
-//                    written before it existed read as "fp32")
+//                    written before it existed read as "fp32"), shard (string "i/N" when the
+//                    file holds the i-th of N contiguous slices of the source, ids still the
+//                    positions in the whole source; absent for a whole source)
 // Numbers are little-endian IEEE / two's complement; string datasets are variable-length
 // UTF-8 (h5py: .asstr()), string attributes fixed-length UTF-8 (h5py: bytes, .decode()), so
 // that reading metadata never trusts HDF5's global heap. No compound types, no filters.
@@ -35,6 +37,7 @@ struct StoreMeta {
   std::string source;
   std::string created;                  // filled by the writer when empty
   std::string precision = "fp32";       // how the encoder computed the rows: "fp32" or "bf16"
+  std::string shard;                    // "i/N": the i-th of N slices of the source; "" = all of it
   std::vector<std::string> categories;  // label → name; may be empty
   // Whether the file holds /embeddings. Writers drop the embeddings of appended rows when
   // false; readers set it from the file, so a reader's meta() copied into a writer keeps
@@ -59,7 +62,7 @@ struct Rows {
 // and written in chunks of `chunk_rows` as files under the directory "OUT.partial/" (each
 // chunk file written atomically, plus a manifest of meta + chunk size). Constructing a
 // writer over an existing OUT.partial whose manifest matches (dim, model_hash, source,
-// precision, chunk_rows, with_embeddings) resumes: resume_rows() says how many rows are already stored
+// precision, shard, chunk_rows, with_embeddings) resumes: resume_rows() says how many rows are already stored
 // and the caller continues from there (categories and model_path are taken from the new
 // meta; `created` from the manifest unless given). A mismatching manifest is discarded with
 // a warning. finish() assembles OUT (HDF5, streamed chunk by chunk) under a temp name,
@@ -107,6 +110,12 @@ class EmbeddingReader {
   struct Impl;
   Impl* impl_;
 };
+
+// The parts of one source (files from `invp embed --shard`, given in any order) joined into
+// OUT, rows in id order, streamed with bounded memory. Refuses, naming the files, parts made
+// by different models or in different precisions or dimensions, parts with and without
+// embeddings, and overlapping ids. Returns OUT's meta (shard cleared).
+StoreMeta join_parts(const std::vector<std::string>& parts, const std::string& out);
 
 // Writes a whole file in one go, atomically (metadata-only when rows.embeddings is undefined
 // or meta.with_embeddings is false; meta.dim 0 is taken from the embeddings).
