@@ -19,6 +19,7 @@ class FakeDataset : public Dataset {
   int channels() const override { return c_; }
   int32_t label(size_t i) const override { return int32_t(i % 10); }
   std::string kind() const override { return "fake"; }
+  bool get_bad(size_t i) const { return bad_.count(i) > 0; }
   Sample get(size_t i) const override {
     if (bad_.count(i)) throw invp::Error("fake#" + std::to_string(i), "corrupt");
     Sample s;
@@ -223,4 +224,23 @@ TEST(Loader, ShardsSplitEachGlobalBatch) {
   auto bad = opts(4, 1);
   bad.shard = 2, bad.shards = 2;
   EXPECT_THROW(Loader(ds, bad), invp::Error);
+}
+
+// A data-parallel share keeps its size whatever is unreadable (the ranks' collectives need
+// equal shapes): bad items' slots are filled from the same share; an all-bad share is an error.
+TEST(Loader, ShardsKeepTheirSizeOverBadItems) {
+  auto ds = std::make_shared<FakeDataset>(40, 3, std::set<size_t>{1, 2, 3, 5, 8, 13, 21, 34});
+  auto o = opts(4, 2);
+  o.drop_last = true;
+  o.shard = 1, o.shards = 2;
+  Loader l(ds, o);
+  for (const auto& b : epoch(l, 1)) {
+    EXPECT_EQ(b.indices.size(0), 4);
+    auto a = b.indices.accessor<int64_t, 1>();
+    for (int64_t k = 0; k < 4; ++k) EXPECT_EQ(ds->get_bad(size_t(a[k])), false);
+  }
+  auto all_bad = std::make_shared<FakeDataset>(8, 3, std::set<size_t>{0, 1, 2, 3, 4, 5, 6, 7});
+  Loader bad(all_bad, o);
+  bad.start_epoch(1);
+  EXPECT_THROW(bad.next(), invp::Error);
 }

@@ -133,6 +133,19 @@ Loader::Slot Loader::build(size_t b) {
       labels.push_back(s.label);
       paths.push_back(std::move(s.path));
     }
+    if (opts_.shards > 1 && images.size() < end - begin) {
+      // Data-parallel shares keep their size, so that every rank's collectives see the same
+      // shapes: a bad item's slot is taken by another item of the same share, seen twice.
+      if (images.empty())
+        throw Error("", "every item of this rank's share of batch " + std::to_string(b) + " is unreadable",
+                    "remove the bad files (invp data info --strict names them)");
+      for (size_t k = 0, have = images.size(); images.size() < end - begin; ++k) {
+        images.push_back(images[k % have]);
+        idx.push_back(idx[k % have]);
+        labels.push_back(labels[k % have]);
+        paths.push_back(paths[k % have]);
+      }
+    }
     if (images.empty()) return slot;
     const int64_t n = int64_t(images.size());
     const int c = images[0].channels, h = images[0].height, w = images[0].width;

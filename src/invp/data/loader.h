@@ -39,7 +39,8 @@ struct LoaderOptions {
   bool pin_memory = false;  // batches in page-locked memory (CUDA builds; for async copies)
   // Data-parallel sharding: batch b of the epoch is global batch b (batch_size · shards items
   // of the shuffled order) and this loader yields share `shard` of it, batch_size items. Same
-  // seed, same global batches for any number of shards.
+  // seed, same global batches for any number of shards. With shards > 1 a share keeps its
+  // size: a bad item's slot is filled with another item of the share (an all-bad share throws).
   int shard = 0, shards = 1;
 };
 
