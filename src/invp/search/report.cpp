@@ -2,6 +2,7 @@
 #include <invp/core/log.h>
 #include <invp/data/fetch.h>
 #include <invp/data/montage.h>
+#include <invp/index/exact_knn.h>
 #include <invp/search/report.h>
 
 #include <cstdio>
@@ -62,6 +63,25 @@ eval::RetrievalScores evaluate_retrieval(IndexHandle& index, const torch::Tensor
       const int64_t rel = it == per_label.end() ? 0 : it->second - (exclude.empty() ? 0 : 1);
       meter.add(ranked, ql, rel);
     }
+  }
+  return meter.result();
+}
+
+eval::RetrievalScores exact_retrieval(const torch::Tensor& base, const torch::Tensor& base_labels,
+                                      const torch::Tensor& queries, const torch::Tensor& labels, int k) {
+  std::map<int32_t, int64_t> per_label;
+  auto bl = base_labels.to(torch::kLong).contiguous();
+  for (int64_t i = 0; i < bl.size(0); ++i) ++per_label[int32_t(bl[i].item<int64_t>())];
+  auto nn = index::knn_inner_product(queries.to(torch::kFloat).contiguous(), base.to(torch::kFloat).contiguous(),
+                                     int(std::min<int64_t>(k, base.size(0))), /*exclude_self=*/false);
+  auto hit_labels = bl.index({nn.indices.flatten()}).view(nn.indices.sizes());
+  eval::RetrievalMeter meter(k);
+  for (int64_t i = 0; i < queries.size(0); ++i) {
+    std::vector<int32_t> ranked;
+    for (int64_t j = 0; j < hit_labels.size(1); ++j) ranked.push_back(int32_t(hit_labels[i][j].item<int64_t>()));
+    const int32_t ql = int32_t(labels[i].item<int64_t>());
+    auto it = per_label.find(ql);
+    meter.add(ranked, ql, it == per_label.end() ? 0 : it->second);
   }
   return meter.result();
 }

@@ -30,4 +30,9 @@ eval::RetrievalScores evaluate_retrieval(IndexHandle& index, const torch::Tensor
                                          const torch::Tensor& labels,
                                          const std::vector<int64_t>& exclude, int k);
 
+// The same scores by exact cosine search of queries (Q×D, unit rows) against `base` (N×D,
+// unit rows, labels N int64): the yardstick for features no index holds, e.g. raw pixels.
+eval::RetrievalScores exact_retrieval(const torch::Tensor& base, const torch::Tensor& base_labels,
+                                      const torch::Tensor& queries, const torch::Tensor& labels, int k);
+
 }  // namespace invp::search
