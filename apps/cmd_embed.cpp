@@ -74,7 +74,7 @@ void add_embed(CLI::App& app) {
   c->add_option("--nproc", a->nproc,
                 "Embed as N shards in N local processes (the thread budget split between them), each "
                 "writing its part as --shard does")
-      ->check(CLI::Range(1, 1024).description(""))->capture_default_str();
+      ->check(between(1, 1024))->capture_default_str();
   c->callback([a] {
     globals().action = [a] {
       if (!a->shard.empty() && a->nproc > 1)
@@ -147,7 +147,7 @@ void add_index(CLI::App& app) {
   build->add_option("-r,--recipe", b->recipe, "auto, flat, hnsw, ivf-flat, ivf-pq, or a recipe file (indexes/*.toml)")->capture_default_str();
   build->add_option("--max-memory", b->max_memory, "Memory budget for the index, e.g. 512M, 4G (0 = no limit)")
       ->transform(CLI::AsSizeValue(false));
-  build->add_option("--target-recall", b->target_recall, "Recall@k to tune for")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  build->add_option("--target-recall", b->target_recall, "Recall@k to tune for")->capture_default_str()->check(between(0, 1));
   build->add_option("-k", b->k, "k of the recall target")->capture_default_str();
   build->add_option("--tune-queries", b->tune_queries, "Held-out queries used to tune")->capture_default_str();
   build->add_option("-m,--model", b->model_pt, "Model that made the embeddings (default: the one recorded in the file)");

@@ -106,7 +106,7 @@ void add_retrieval(CLI::App* ev) {
       "(each leaving itself out).");
   c->add_option("-i,--index", a->index, "Index directory")->required();
   c->add_option("-q,--queries", a->queries, "Labelled query SOURCE (embedded with the index's model)");
-  c->add_option("-k", a->k, "Ranked list length")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("-k", a->k, "Ranked list length")->capture_default_str()->check(at_least(1));
   c->add_option("--max-queries", a->max_queries, "Use at most this many queries (0 = all)");
   c->add_option("--model", a->model, "Model override (must be the index's model)");
   c->callback([a] {

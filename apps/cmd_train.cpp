@@ -102,7 +102,7 @@ void add_train_command(CLI::App& app) {
                 "Train data-parallel as N ranks on this machine (Gloo over 127.0.0.1; the thread budget is split "
                 "between them). --batch-size stays the global batch. On a cluster, launch one process per rank "
                 "with torchrun --no-python or srun instead: invp reads RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT")
-      ->check(CLI::Range(1, 1024).description(""))->capture_default_str();
+      ->check(between(1, 1024))->capture_default_str();
   t->add_option("--max-steps", *max_steps,
                 "Stop after N training steps as Ctrl-C would (checkpoint at that exact step; for tests and "
                 "benchmarks); 0 = no limit")->capture_default_str();

@@ -25,6 +25,11 @@ void add_embed_commands(CLI::App& app);  // embed, index build|add|info
 void add_query_commands(CLI::App& app);  // query, inspect
 void add_eval_commands(CLI::App& app);   // eval knn|retrieval
 
+// Range checks whose errors read like the rest ("-k: must be at least 1"); CLI11's own print
+// the range's limits as long decimals.
+CLI::Validator at_least(double lo);
+CLI::Validator between(double lo, double hi);
+
 // `--nproc N` on a command that can run as ranks: when N > 1 and this process is not already a
 // rank, runs N local ranks of the same command line (core/launch.h) and returns their exit code;
 // otherwise returns -1 and the caller runs as itself.

@@ -25,6 +25,34 @@ Globals& globals() {
   return g;
 }
 
+namespace {
+std::string number_text(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+}  // namespace
+
+CLI::Validator at_least(double lo) {
+  return CLI::Validator(
+      [lo](std::string& v) {
+        double x = 0;
+        return CLI::detail::lexical_cast(v, x) && x >= lo ? std::string() : "must be at least " + number_text(lo);
+      },
+      "");
+}
+
+CLI::Validator between(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& v) {
+        double x = 0;
+        return CLI::detail::lexical_cast(v, x) && x >= lo && x <= hi
+                   ? std::string()
+                   : "must be between " + number_text(lo) + " and " + number_text(hi);
+      },
+      "");
+}
+
 int relaunch_as_ranks(int nproc) {
   if (nproc <= 1 || rank_env_from_environment().distributed()) return -1;
   const int per_rank = std::max(1, thread_budget() / nproc);
@@ -70,7 +98,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", globals().threads,
                  "Thread budget shared by LibTorch, OpenMP/FAISS, OpenBLAS and loader workers "
                  "(default: cores)")
-      ->envname("INVP_THREADS")->check(CLI::NonNegativeNumber);
+      ->envname("INVP_THREADS")->check(invp::app::at_least(0));
   app.add_option("--seed", globals().seed, "Random seed (augmentation, shuffling, init)")
       ->envname("INVP_SEED");
   app.add_flag("-q,--quiet", globals().quiet, "Only warnings and errors on stderr");

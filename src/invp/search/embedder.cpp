@@ -80,7 +80,7 @@ Features features_from_loader(data::Loader& loader, const std::function<torch::T
   std::vector<torch::Tensor> feats, labels, ids;
   std::vector<std::string> paths;
   loader.start_epoch(1);
-  Progress bar(what, int64_t(loader.batches_per_epoch()));
+  Progress bar(what, int64_t(loader.batches_per_epoch()), "batches");
   int64_t done = 0;
   while (auto b = loader.next()) {
     feats.push_back(f(b->images));
@@ -163,7 +163,7 @@ EmbedReport embed_to_file(Embedder& embedder, const std::string& source, const s
     data::Loader loader(rest, eval_loader(embedder.transform(), opts.batch_size, opts.workers));
     const auto t_stream = std::chrono::steady_clock::now();
     loader.start_epoch(1);
-    Progress bar("embed", int64_t(loader.batches_per_epoch()));
+    Progress bar("embed", int64_t(loader.batches_per_epoch()), "img", opts.batch_size);
     int64_t done = 0;
     while (auto b = loader.next()) {
       auto idx = b->indices + start + first;

@@ -296,7 +296,7 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
     omp_set_num_threads(threads);
   }
   {
-    Progress bar("add", (n + kBlockRows - 1) / kBlockRows);
+    Progress bar("add", (n + kBlockRows - 1) / kBlockRows, "vectors", double(kBlockRows));
     int64_t last = -1, b = 0;
     for (int64_t start = 0; start < n; start += kBlockRows) {
       auto rows = reader.read(start, std::min(kBlockRows, n - start));

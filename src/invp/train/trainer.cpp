@@ -105,6 +105,18 @@ void check_ranks_agree(DistGroup& dist, const TrainConfig& cfg, int64_t n) {
                   "start every rank with the same command and data");
 }
 
+// The progress bar's note: the epoch's running loss and the time left in the whole run.
+std::string progress_note(const torch::Tensor& sums, int64_t images, const std::vector<double>& epoch_seconds,
+                          int epochs_after, double epoch_elapsed, double epoch_fraction) {
+  char b[96];
+  const double loss = images > 0 ? sums[0].item<double>() / double(images) : 0;
+  double per_epoch = epoch_fraction > 0 ? epoch_elapsed / epoch_fraction : -1;
+  if (!epoch_seconds.empty()) per_epoch = epoch_seconds.back();
+  const double left = per_epoch * (1 - epoch_fraction) + per_epoch * epochs_after;
+  std::snprintf(b, sizeof b, "loss %.4f  run %s left", loss, format_duration(per_epoch >= 0 ? left : -1).c_str());
+  return b;
+}
+
 void set_lr(torch::optim::SGD& opt, double lr) {
   for (auto& g : opt.param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
 }
@@ -287,6 +299,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   if (s.modes.cuda && s.modes.cuda_graph && cuda_graphs_built() && !s.dist)
     s.graphed = std::make_unique<GraphedStep>(s.net, *s.opt, 2, [&] { writer.wait(); });
   bool stop = false;  // agreed by every rank (a signal reaches them at different steps)
+  std::vector<double> epoch_seconds;  // of this call's finished epochs, for the time left
   int last = until_epoch > 0 ? std::min(until_epoch, cfg.epochs) : cfg.epochs;
   for (; s.epoch <= last && !stop;) {
     EpochMetrics m;
@@ -302,7 +315,8 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     if (s.modes.graph == GraphMode::Epoch && s.step == 0) s.rebuild_graph(m, step_loss.use_invariance);
     s.net->train();
     loader.start_epoch(s.epoch, size_t(s.step));  // s.step > 0: resume inside the epoch
-    Progress bar("epoch " + std::to_string(s.epoch), int64_t(loader.batches_per_epoch()));
+    Progress bar("epoch " + std::to_string(s.epoch) + "/" + std::to_string(cfg.epochs),
+                 int64_t(loader.batches_per_epoch()), "img", cfg.batch_size);
     int64_t images = 0, steps = 0;
     // Loss sums (total, L_ins, L_inv; each batch's mean × its size) accumulate where the loss
     // is, in one tensor: read once an epoch.
@@ -317,12 +331,16 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       s.update_bank(*batch, z, m);
       images += batch->indices.size(0);
       s.step = int64_t(loader.position());
-      bar.update(++steps);
+      ++steps;
+      if (bar.due()) bar.update(steps, progress_note(sums, images, epoch_seconds, last - s.epoch,
+                                                     seconds_since(t_epoch), double(steps) / loader.batches_per_epoch()));
     }
+    bar.update(steps);
     bar.finish();
     if (stop) break;  // the checkpoint below is written with the partial epoch position
     s.epoch_end(m, sums, images);
     m.seconds = seconds_since(t_epoch);
+    epoch_seconds.push_back(m.seconds);
     m.images_per_second = m.images / std::max(1e-9, m.seconds);
     m.skipped_bad = int64_t(loader.bad_count());
     if (s.dist) m.comm_bytes = comm_bytes(*s.dist) - comm0;
