@@ -57,7 +57,13 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--lr", c.lr, "Base learning rate")->capture_default_str();
   t->add_option("--momentum", c.momentum, "SGD momentum")->capture_default_str();
   t->add_option("--weight-decay", c.weight_decay, "Weight decay")->capture_default_str();
-  t->add_option("--schedule", c.schedule, "cosine or step")->capture_default_str();
+  t->add_option("--schedule", c.schedule,
+                "cosine (the reference's: ½·lr·(1 + cos(π(e−1)/E)) for epoch e of E, so the last epoch still "
+                "learns) or step (lr × gamma at each of --milestones)")->capture_default_str();
+  t->add_option("--milestones", c.milestones,
+                "With --schedule step: epochs from which the rate is multiplied by --gamma once more, e.g. "
+                "400,600,700 (the reference's for 800 epochs)")->delimiter(',');
+  t->add_option("--gamma", c.gamma, "With --schedule step: the factor at each milestone")->capture_default_str();
   t->add_option("--batch-size", c.batch_size, "Batch size: the global batch, split evenly over ranks in a data-parallel run")->capture_default_str();
   t->add_option("--epochs", c.epochs, "Total epochs (raising it on resume needs no --force)")->capture_default_str();
   t->add_option("--knn-every", c.knn_every, "Run the kNN monitor every n epochs")->capture_default_str();

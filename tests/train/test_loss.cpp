@@ -329,14 +329,36 @@ TEST(Schedule, RampWeight) {
   EXPECT_EQ(ramp_weight(1, 0, false), 1.0);
 }
 
+// The reference's adjust_learning_rate (utils.py), written out here as the oracle: `i` is its
+// epoch index. Its cosine is evaluated at i = e - 1 for invp's 1-based epoch e (so E epochs run
+// from lr down to just above 0); its step rule at i = e (its first trained epoch is i = 1).
+double reference_lr(double lr, int i, bool cos, const std::vector<int>& steps, double rate, int max_epoch) {
+  if (cos) return lr * 0.5 * (1. + std::cos(std::acos(-1.0) * i / max_epoch));
+  for (int m : steps) lr *= i >= m ? rate : 1.;
+  return lr;
+}
+
 TEST(Schedule, LearningRate) {
-  EXPECT_NEAR(learning_rate(0.03, 400, 800, "cosine"), 0.015, 1e-12);
-  EXPECT_NEAR(learning_rate(0.03, 800, 800, "cosine"), 0.0, 1e-12);
-  EXPECT_NEAR(learning_rate(0.03, 200, 800, "cosine"), 0.015 * (1 + std::sqrt(0.5)), 1e-12);
-  EXPECT_NEAR(learning_rate(0.03, 1, 800, "cosine"),
-              0.015 * (1 + std::cos(std::acos(-1.0) / 800)), 1e-15);
-  EXPECT_NEAR(learning_rate(0.1, 9, 100, "step", {10, 20}), 0.1, 1e-12);
-  EXPECT_NEAR(learning_rate(0.1, 10, 100, "step", {10, 20}), 0.01, 1e-12);
+  for (int e : {1, 2, 200, 400, 401, 799, 800})
+    EXPECT_NEAR(learning_rate(0.03, e, 800, "cosine"), reference_lr(0.03, e - 1, true, {}, 0, 800), 1e-15) << e;
+  EXPECT_NEAR(learning_rate(0.03, 1, 800, "cosine"), 0.03, 1e-15);  // the first epoch at lr
+  EXPECT_NEAR(learning_rate(0.03, 401, 800, "cosine"), 0.015, 1e-12);
+  // The last epoch learns: for E epochs its rate is ½·lr·(1 + cos(π(E−1)/E)) > 0.
+  for (int E : {1, 2, 5, 28, 800}) {
+    EXPECT_GT(learning_rate(0.03, E, E, "cosine"), 0.0) << E;
+    EXPECT_NEAR(learning_rate(0.03, E, E, "cosine"), 0.015 * (1 + std::cos(std::acos(-1.0) * (E - 1) / E)), 1e-15);
+  }
+  // The earlier curve, kept for checkpoints written with it: e / E, last epoch at 0.
+  EXPECT_NEAR(learning_rate(0.03, 800, 800, "cosine", {}, 0.1, kLrCurveFirst), 0.0, 1e-12);
+  EXPECT_NEAR(learning_rate(0.03, 400, 800, "cosine", {}, 0.1, kLrCurveFirst), 0.015, 1e-12);
+  // Step, the reference's 400,600,700 of 800 at the epochs where it changes.
+  const std::vector<int> ms{400, 600, 700};
+  for (int e : {1, 399, 400, 401, 599, 600, 699, 700, 800})
+    EXPECT_NEAR(learning_rate(0.03, e, 800, "step", ms), reference_lr(0.03, e, false, ms, 0.1, 800), 1e-15) << e;
+  EXPECT_NEAR(learning_rate(0.03, 399, 800, "step", ms), 0.03, 1e-15);
+  EXPECT_NEAR(learning_rate(0.03, 400, 800, "step", ms), 0.003, 1e-15);
+  EXPECT_NEAR(learning_rate(0.03, 600, 800, "step", ms), 0.0003, 1e-15);
+  EXPECT_NEAR(learning_rate(0.03, 700, 800, "step", ms), 0.00003, 1e-15);
   EXPECT_NEAR(learning_rate(0.1, 25, 100, "step", {10, 20}, 0.5), 0.025, 1e-12);
   EXPECT_THROW(learning_rate(0.1, 1, 10, "linear"), invp::Error);
 }

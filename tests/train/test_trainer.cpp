@@ -9,6 +9,7 @@
 #include <invp/graph/knn_graph.h>
 #include <invp/model/model_io.h>
 #include <invp/train/checkpoint.h>
+#include <invp/train/schedule.h>
 #include <invp/train/sgd_step.h>
 #include <invp/train/trainer.h>
 
@@ -211,6 +212,42 @@ TEST(Trainer, DifferentConfigRefusedUnlessForced) {
   } catch (const invp::Error& e) {
     EXPECT_NE(std::string(e.what()).find("in use by another invp process"), std::string::npos) << e.what();
   }
+}
+
+// A checkpoint written on the earlier cosine curve (config.json without lr_curve, read as 1)
+// finishes on that curve: resumed with today's default it is neither refused nor moved to the
+// reference's curve mid-run; a fresh run uses the reference's.
+TEST(Trainer, CheckpointOfTheFirstCosineCurveResumesOnIt) {
+  Fixture f("lrcurve");
+  nlohmann::json old = nlohmann::json::parse(f.cfg.to_json());
+  old.erase("lr_curve");
+  EXPECT_EQ(TrainConfig::from_json(old.dump(), "old.json").lr_curve, invp::train::kLrCurveFirst);
+  auto first = f.cfg;
+  first.lr_curve = invp::train::kLrCurveFirst;
+  Trainer(first, (f.root / "run").string()).run({}, 1);
+  std::vector<double> lr;
+  Trainer(f.cfg, (f.root / "run").string()).run([&](const auto& m) { lr.push_back(m.lr); });
+  ASSERT_EQ(lr.size(), 1u);
+  EXPECT_NEAR(lr[0], 0.0, 1e-15);  // epoch 2 of 2 on the first curve
+  std::vector<double> fresh;
+  Trainer(f.cfg, (f.root / "fresh").string()).run([&](const auto& m) { fresh.push_back(m.lr); });
+  ASSERT_EQ(fresh.size(), 2u);
+  EXPECT_NEAR(fresh[0], f.cfg.lr, 1e-15);
+  EXPECT_NEAR(fresh[1], f.cfg.lr / 2, 1e-12);  // ½·lr·(1 + cos(π/2))
+}
+
+TEST(TrainConfig, StepScheduleNeedsIncreasingMilestones) {
+  TrainConfig c;
+  c.schedule = "step";
+  EXPECT_THROW(c.validate(), invp::Error);
+  c.milestones = {400, 600, 700};
+  EXPECT_NO_THROW(c.validate());
+  EXPECT_NEAR(c.lr_at(400), c.lr * 0.1, 1e-15);
+  c.milestones = {600, 400};
+  EXPECT_THROW(c.validate(), invp::Error);
+  TrainConfig cos;
+  cos.milestones = {10};
+  EXPECT_THROW(cos.validate(), invp::Error);  // milestones without step: a mistake, said
 }
 
 TEST(Trainer, LearnsClassStructureAndLossFalls) {
@@ -477,6 +514,8 @@ TEST(TrainConfig, LaterKeysHashOnlyWhenSetAndAreValidated) {
                    [](const TrainConfig& c) { return c.positives; });
   expect_later_key({"graph_features"}, [](TrainConfig& c) { c.graph_features = "recomputed"; },
                    [](const TrainConfig& c) { return c.graph_features; });
+  expect_later_key({"milestones", "gamma"}, [](TrainConfig& c) { c.schedule = "step"; c.milestones = {3, 5}; },
+                   [](const TrainConfig& c) { return c.milestones; });
   // Run keys (how, not what, is trained) never change the hash; the new ones are validated.
   TrainConfig run = a;
   run.precision = "fp32";

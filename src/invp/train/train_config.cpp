@@ -1,6 +1,7 @@
 #include <invp/core/error.h>
 #include <invp/core/hash.h>
 #include <invp/model/precision.h>
+#include <invp/train/schedule.h>
 #include <invp/train/train_config.h>
 
 #include <nlohmann/json.hpp>
@@ -18,7 +19,8 @@ using nlohmann::json;
 
 // Keys added after configs were first hashed: they join the hash only when they differ from
 // their default, so checkpoints written before they existed still resume.
-#define INVP_TRAIN_DEFINING_LATER(X) X(crop_scale) X(flip) X(graph_search) X(graph_probes) X(positives) X(graph_features)
+#define INVP_TRAIN_DEFINING_LATER(X) X(crop_scale) X(flip) X(graph_search) X(graph_probes) X(positives) X(graph_features) \
+  X(milestones) X(gamma) X(lr_curve)
 
 namespace {
 json defining_json(const TrainConfig& c, bool for_hash) {
@@ -55,6 +57,16 @@ void TrainConfig::validate() const {
   one_of("loss", loss, {"invp", "instance"});
   one_of("positives", positives, {"graph", "oracle"});
   one_of("schedule", schedule, {"cosine", "step"});
+  if (schedule == "step" && milestones.empty())
+    throw Error("", "--schedule step needs --milestones (the reference's: 400,600,700 of 800 epochs)",
+                "add --milestones E1,E2,... or use --schedule cosine");
+  if (schedule != "step" && !milestones.empty())
+    throw Error("", "--milestones is for --schedule step", "add --schedule step or drop --milestones");
+  for (size_t i = 0; i < milestones.size(); ++i)
+    if (milestones[i] < 1 || (i > 0 && milestones[i] <= milestones[i - 1]))
+      throw Error("", "--milestones must be increasing epochs >= 1");
+  if (!(gamma > 0 && gamma <= 1)) throw Error("", "--gamma must be in (0, 1]");
+  if (lr_curve != 1 && lr_curve != 2) throw Error("", "lr_curve must be 1 or 2");
   one_of("device", device, {"cpu", "cuda"});
   one_of("precision", precision, {"auto", "tf32", "fp32", "bf16"});
   if (precision == "bf16" && device == "cuda")
@@ -100,6 +112,7 @@ TrainConfig TrainConfig::from_json(const std::string& text, const std::string& f
   TrainConfig c;
   try {
     json j = json::parse(text);
+    if (!j.contains("lr_curve")) c.lr_curve = kLrCurveFirst;  // written before the reference's curve
 #define X(f) if (j.contains(#f)) j.at(#f).get_to(c.f);
     INVP_TRAIN_DEFINING(X)
     INVP_TRAIN_DEFINING_LATER(X)
@@ -116,6 +129,10 @@ std::string TrainConfig::resolved_precision() const {
   // bf16 pays with AMX from width 16; at width 8 it is slower (LibTorch 1.13's bf16 BatchNorm
   // backward takes a slow path at 8 channels; BENCHMARKS.md, "Session 12").
   return model::resolve_cpu_precision(precision, width >= 16);
+}
+
+double TrainConfig::lr_at(int epoch) const {
+  return learning_rate(lr, epoch, epochs, schedule, milestones, gamma, lr_curve);
 }
 
 std::string TrainConfig::config_hash() const { return hash_string(defining_json(*this, true).dump()); }

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace invp::train {
 
@@ -72,7 +73,13 @@ struct TrainConfig {
   double lr = 0.03;
   double momentum = 0.9;
   double weight_decay = 5e-4;
-  std::string schedule = "cosine";
+  std::string schedule = "cosine";      // cosine | step (needs milestones)
+  std::vector<int> milestones;          // step: epochs (1-based) from which the rate is ×gamma more
+  double gamma = 0.1;                   // step: the factor at each milestone
+  // The cosine curve (schedule.h): 2, the reference's, for every new run; 1, the curve of invp
+  // before it (last epoch at rate 0), for a checkpoint written then: from_json reads a config
+  // without the key as 1 and the trainer finishes such a run on its own curve, with a warning.
+  int lr_curve = 2;
   int batch_size = 128;
   // run (not part of the config hash)
   int epochs = 800;
@@ -101,6 +108,8 @@ struct TrainConfig {
   // What `precision` means on `device` and this CPU: "tf32", "fp32" or "bf16". Throws
   // invp::Error for bf16 on a CPU without bf16 instructions.
   std::string resolved_precision() const;
+  // The learning rate of 1-based epoch e (schedule.h) under this config.
+  double lr_at(int epoch) const;
   std::string to_json() const;
   static TrainConfig from_json(const std::string& text, const std::string& file);
   // Hash of the training-defining keys only (not epochs, workers, device, precision, monitor).

@@ -189,6 +189,16 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force, std::shared_p
   if (!bytes.empty()) {
     Checkpoint c = read_checkpoint(ckpt, std::move(bytes));
     auto old = TrainConfig::from_json(c.config_json, ckpt);
+    // A run begun on the first cosine curve finishes on it: switching mid-run would jump the
+    // rate and the run would match neither curve. Said, not silent.
+    if (old.lr_curve != cfg.lr_curve && cfg.schedule == "cosine") {
+      if (s.lead())
+        log::warn(ckpt + " was written with invp's earlier cosine curve (last epoch at rate 0); this run "
+                  "finishes on it. A new --out trains on the reference's curve");
+      cfg.lr_curve = old.lr_curve;
+      s.cfg.lr_curve = old.lr_curve;
+      s.info.config_hash = cfg.config_hash();
+    }
     if (old.config_hash() != cfg.config_hash() && !force)
       throw Error(ckpt, "checkpoint was made with a different training config",
                   "use the same config, another --out, or --force to continue anyway");
@@ -258,7 +268,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     // The CUDA graphs for the next epoch's learning rate are captured now, while the writer is
     // idle: its device-to-host copies must not overlap a capture.
     if (s.graphed && s.epoch <= cfg.epochs) {
-      set_lr(*s.opt, learning_rate(cfg.lr, s.epoch, cfg.epochs, cfg.schedule));
+      set_lr(*s.opt, cfg.lr_at(s.epoch));
       s.net->train();
       s.graphed->recapture();
     }
@@ -293,7 +303,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     m.epoch = s.epoch;
     auto t_epoch = std::chrono::steady_clock::now();
     const double comm0 = s.dist ? comm_bytes(*s.dist) : 0;
-    m.lr = learning_rate(cfg.lr, s.epoch, cfg.epochs, cfg.schedule);
+    m.lr = cfg.lr_at(s.epoch);
     set_lr(*s.opt, m.lr);
     m.omega = ramp_weight(s.epoch, cfg.warmup, s.modes.ramp == Ramp::Gaussian);
     double inv_weight = cfg.lambda * m.omega;
