@@ -9,6 +9,7 @@
 #include <invp/graph/knn_graph.h>
 #include <invp/model/model_io.h>
 #include <invp/train/checkpoint.h>
+#include <invp/train/memory_bank.h>
 #include <invp/train/schedule.h>
 #include <invp/train/sgd_step.h>
 #include <invp/train/trainer.h>
@@ -188,7 +189,7 @@ TEST(TrainConfig, PrecisionResolvesByDeviceAndCpu) {
   EXPECT_EQ(c.resolved_precision(), "fp32");
   c.precision = "auto";
   c.width = 16;
-  EXPECT_EQ(c.resolved_precision(), invp::cpu_bf16() == invp::CpuBf16::Amx ? "bf16" : "fp32");
+  EXPECT_EQ(c.resolved_precision(), invp::cpu_bf16() != invp::CpuBf16::None ? "bf16" : "fp32");  // AMX or AVX512-BF16
   c.width = 8;  // too narrow for bf16 to pay
   EXPECT_EQ(c.resolved_precision(), "fp32");
   c.precision = "bf16";
@@ -279,6 +280,44 @@ TEST(Trainer, LearnsClassStructureAndLossFalls) {
     for (auto& k : keys) EXPECT_TRUE(doc.count(k)) << "undocumented key " << k;
   }
   EXPECT_EQ(i, ms.size());
+  // best.pt + best.json: the model of the monitor epoch with the highest top-1 (the later on a tie).
+  double best = -1;
+  int best_epoch = 0;
+  for (auto& m : ms)
+    if (m.knn_top1 >= 0 && m.knn_top1 >= best) best = m.knn_top1, best_epoch = m.epoch;
+  ASSERT_TRUE(fs::exists(f.root / "run/best.pt"));
+  ASSERT_TRUE(fs::exists(f.root / "run/best.json"));
+  auto bytes = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(bytes(f.root / "run/best.pt") == bytes(f.root / "run/model.pt"), best_epoch == 12) << best_epoch;
+  EXPECT_NO_THROW(invp::model::load_model((f.root / "run/best.pt").string()));
+}
+
+// --keep-last-batch: the epoch's partial last batch is trained on and its bank rows refreshed
+// (500 = 7 × 64 + 52); without it those 52 rows keep their initial values. A remainder of one
+// item is skipped all the same (BatchNorm needs two).
+TEST(Trainer, KeepLastBatchRefreshesEveryBankRow) {
+  invp::apply_thread_budget(1);
+  Fixture f("lastbatch");
+  f.cfg.epochs = 1;
+  for (int64_t limit : {500, 449}) {
+    for (bool keep : {false, true}) {
+      f.cfg.limit = limit;
+      f.cfg.keep_last_batch = keep;
+      auto dir = f.root / ("run" + std::to_string(limit) + (keep ? "k" : "d"));
+      std::vector<invp::train::EpochMetrics> ms;
+      Trainer(f.cfg, dir.string()).run([&](const auto& m) { ms.push_back(m); });
+      ASSERT_EQ(ms.size(), 1u);
+      const int64_t want = keep && limit == 500 ? 500 : 448;
+      EXPECT_EQ(ms[0].images, want) << limit << " keep " << keep;
+      auto bank = read_tensor(dir / "checkpoint.pt", "bank");
+      auto init = invp::train::MemoryBank(limit, f.cfg.dim, f.cfg.seed).data();
+      auto unchanged = (bank - init).abs().amax(1).eq(0).sum().item<int64_t>();
+      EXPECT_EQ(unchanged, limit - want) << limit << " keep " << keep;
+    }
+  }
 }
 
 // --graph-features recomputed: the graph L_inv uses in epoch 2 is the exact kNN graph of the
