@@ -91,6 +91,9 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
                 "400,600,700 (the reference's for 800 epochs)")->delimiter(',');
   t->add_option("--gamma", c.gamma, "With --schedule step: the factor at each milestone")->capture_default_str();
   t->add_option("--batch-size", c.batch_size, "Batch size: the global batch, split evenly over ranks in a data-parallel run")->capture_default_str();
+  t->add_flag("--keep-last-batch", c.keep_last_batch,
+              "Train on each epoch's last, partial batch too, as the reference does (default: dropped, so "
+              "every step has the same shape and N mod batch bank rows wait an epoch); one rank only");
   t->add_option("--epochs", c.epochs, "Total epochs (raising it on resume needs no --force)")->capture_default_str();
   t->add_option("--knn-every", c.knn_every, "Run the kNN monitor every n epochs")->capture_default_str();
   t->add_option("--workers", c.workers, "Loader worker threads")->capture_default_str();
