@@ -6,12 +6,18 @@
 #include <invp/data/dataset.h>
 #include <invp/data/preview.h>
 #include <invp/data/scan.h>
+#include <invp/train/train_config.h>
 
 #include <nlohmann/json.hpp>
 
+#include <fstream>
 #include <iostream>
+#include <memory>
+#include <sstream>
 
 namespace invp::app {
+void add_augment_options(CLI::App* t, train::TrainConfig& c);  // cmd_train.cpp
+
 namespace {
 struct DataArgs {
   std::string source;
@@ -19,6 +25,8 @@ struct DataArgs {
   int channels = 0;
   std::string out = "preview.png";
   int samples = 8, views = 7, size = 0;
+  std::string run;  // a training run directory whose transform to preview
+  std::shared_ptr<train::TrainConfig> train = std::make_shared<train::TrainConfig>();
 };
 
 nlohmann::json summary_json(const std::string& source, const data::Dataset& ds,
@@ -95,14 +103,29 @@ void add_data_commands(CLI::App& app) {
   preview->add_option("-o,--out", args->out, "Output PNG")->capture_default_str();
   preview->add_option("--samples", args->samples, "Rows (samples)")->capture_default_str();
   preview->add_option("--views", args->views, "Augmented views per sample")->capture_default_str();
-  preview->add_option("--size", args->size, "Crop size in pixels (default: 32 for images up to 32 px, else 224)");
+  preview->add_option("--size", args->size, "Crop size in pixels, as train's --input-size (default: 32 for images up to 32 px, else 224)");
+  preview->add_option("--run", args->run,
+                      "A training run directory: preview the transform its config.json records (recipe, size and "
+                      "strengths) instead of the flags below");
+  add_augment_options(preview, *args->train);
   preview->callback([args] {
     globals().action = [args] {
       auto ds = data::open_dataset(args->source);
       data::Sample first = ds->get(0);
-      int size = args->size > 0 ? args->size : (first.image.height <= 32 ? 32 : 224);
-      auto aug = size <= 64 ? data::small_image_preset(size, ds->channels()) : data::imagenet_preset();
-      aug.size = size;
+      // A run's own transform (its config.json), else the one `invp train` builds from these flags.
+      train::TrainConfig tc = *args->train;
+      if (!args->run.empty()) {
+        auto file = args->run + "/config.json";
+        std::ifstream in(file);
+        if (!in) throw Error(file, "cannot read the run's config.json", "give a directory `invp train --out` wrote");
+        std::stringstream text;
+        text << in.rdbuf();
+        tc = train::TrainConfig::from_json(text.str(), file);
+      } else {
+        tc.input_size = args->size > 0 ? args->size : (first.image.height <= 32 ? 32 : 224);
+      }
+      tc.validate();
+      auto aug = tc.augment_config(ds->channels());
       data::PreviewOptions opt;
       opt.samples = args->samples;
       opt.views = args->views;

@@ -1,9 +1,10 @@
-// `invp eval knn` and `invp eval retrieval`.
+// `invp eval knn`, `invp eval linear` and `invp eval retrieval`.
 #include "common.h"
 
 #include <invp/core/error.h>
 #include <invp/core/log.h>
 #include <invp/data/dataset.h>
+#include <invp/eval/linear_probe.h>
 #include <invp/eval/weighted_knn.h>
 #include <invp/index/exact_knn.h>
 #include <invp/search/embedder.h>
@@ -92,6 +93,62 @@ void add_knn(CLI::App* ev) {
   });
 }
 
+void add_linear(CLI::App* ev) {
+  struct Args {
+    std::string model, train, test, device = "cpu", features = "backbone";
+    bool raw = false;
+    eval::LinearProbeOptions probe;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = ev->add_subcommand(
+      "linear",
+      "Linear evaluation, the paper's headline metric: a linear classifier (softmax regression, SGD) "
+      "trained on frozen TRAIN features (eval transform, standardised), top-1 on TEST. "
+      "--raw-pixels gives the same for raw pixels.");
+  c->add_option("-m,--model", a->model, "model.pt to evaluate");
+  c->add_option("--train", a->train, "Labelled SOURCE the classifier is trained on")->required();
+  c->add_option("--test", a->test, "Labelled SOURCE it is scored on")->required();
+  c->add_flag("--raw-pixels", a->raw, "Use raw pixels instead of a model");
+  c->add_option("--features", a->features,
+                "backbone (the pooled features before the projection head, what linear evaluation "
+                "usually reads) or head (the D-dim embedding)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"head", "backbone"}));
+  c->add_option("--epochs", a->probe.epochs, "Passes over the train features")->capture_default_str();
+  c->add_option("--lr", a->probe.lr, "Initial learning rate (cosine to 0; momentum 0.9)")->capture_default_str();
+  c->add_option("--weight-decay", a->probe.weight_decay, "L2 penalty on the classifier")->capture_default_str();
+  c->add_option("--device", a->device, "cpu or cuda (the feature pass)")->capture_default_str();
+  c->callback([a] {
+    globals().action = [a] {
+      if (a->raw == !a->model.empty())
+        throw CLI::ValidationError("eval linear", "give exactly one of --model M or --raw-pixels");
+      a->probe.seed = globals().seed;
+      search::Features tr, te;
+      if (a->raw) {
+        tr = search::raw_pixel_features(data::open_dataset(a->train));
+        te = search::raw_pixel_features(data::open_dataset(a->test, {0, false}));
+      } else {
+        search::Embedder e(a->model, a->device,
+                           a->features == "head" ? search::Embedder::Output::head : search::Embedder::Output::backbone);
+        tr = search::embed_dataset_in_memory(e, data::open_dataset(a->train, {e.channels(), false}));
+        te = search::embed_dataset_in_memory(e, data::open_dataset(a->test, {e.channels(), false}));
+      }
+      if (te.labels.max().item<int64_t>() < 0) throw Error(a->test, "has no labels");
+      auto r = eval::linear_probe(tr.features, tr.labels, te.features, te.labels, a->probe);
+      std::string what = a->raw ? "raw pixels" : a->model + " (" + a->features + ")";
+      if (globals().json) {
+        std::cout << nlohmann::json{{"features", what}, {"train", a->train}, {"test", a->test},
+                                    {"epochs", a->probe.epochs}, {"lr", a->probe.lr}, {"top1", r.top1},
+                                    {"top5", r.top5}, {"train_top1", r.train_top1}, {"evaluated", r.evaluated}}.dump()
+                  << "\n";
+      } else {
+        std::printf("%s: linear top-1 %.2f%%, top-5 %.2f%% (%lld test items; train top-1 %.2f%%)\n", what.c_str(),
+                    100 * r.top1, 100 * r.top5, (long long)r.evaluated, 100 * r.train_top1);
+      }
+    };
+  });
+}
+
 void add_retrieval(CLI::App* ev) {
   struct Args {
     std::string index, queries, model;
@@ -147,9 +204,10 @@ void add_retrieval(CLI::App* ev) {
 }  // namespace
 
 void add_eval_commands(CLI::App& app) {
-  auto* ev = app.add_subcommand("eval", "Evaluate embeddings: weighted kNN accuracy, retrieval precision and mAP");
+  auto* ev = app.add_subcommand("eval", "Evaluate embeddings: weighted kNN and linear accuracy, retrieval precision and mAP");
   ev->require_subcommand(1);
   add_knn(ev);
+  add_linear(ev);
   add_retrieval(ev);
   for (auto* sub : ev->get_subcommands({})) sub->fallthrough();
 }

@@ -14,15 +14,35 @@
 #include <iostream>
 
 namespace invp::app {
+// The training augmentation's options, shared with `invp data preview` (cmd_data.cpp), so a
+// preview is drawn from the transform training builds.
+void add_augment_options(CLI::App* t, train::TrainConfig& c) {
+  t->add_option("--augment", c.augment,
+                "Training augmentation recipe: small (the reference's for small images: random crop, colour "
+                "jitter, grey; no blur or flip; CIFAR statistics; evaluated at the input size) or imagenet "
+                "(the reference's ImageNet recipe: + Gaussian blur and horizontal flip, softer hue, ImageNet "
+                "statistics; evaluated after resizing to input-size / 0.875, e.g. 256 then centre 224). "
+                "The strengths below override the recipe's; model.json records them")->capture_default_str();
+  t->add_option("--crop-scale", c.crop_scale, "Random-resized-crop: smallest share of the image area kept (both recipes 0.2; milder crops keep more of the layout)")->capture_default_str();
+  const std::string own = " (-1: the recipe's)";
+  t->add_option("--flip", c.flip, "Horizontal-flip probability: small 0, imagenet 0.5" + own)->capture_default_str();
+  t->add_option("--brightness", c.brightness, "Colour-jitter brightness strength: 0.4 in both recipes" + own)->capture_default_str();
+  t->add_option("--contrast", c.contrast, "Colour-jitter contrast strength: 0.4 in both" + own)->capture_default_str();
+  t->add_option("--saturation", c.saturation, "Colour-jitter saturation strength: 0.4 in both" + own)->capture_default_str();
+  t->add_option("--hue", c.hue, "Colour-jitter hue shift, up to 0.5 turns: small 0.4, imagenet 0.1; 0 keeps hue, which identifies colourful images" + own)->capture_default_str();
+  t->add_option("--jitter", c.jitter, "Probability the colour jitter is applied: small 1, imagenet 0.8" + own)->capture_default_str();
+  t->add_option("--grayscale", c.grayscale, "Probability a view is turned grey: 0.2 in both" + own)->capture_default_str();
+  t->add_option("--blur", c.blur, "Probability of a Gaussian blur (sigma 0.1-2 px at 224 px, scaled with --input-size): small 0, imagenet 0.5" + own)->capture_default_str();
+}
+
 namespace {
 void add_train_options(CLI::App* t, train::TrainConfig& c) {
+  add_augment_options(t, c);
   t->add_option("--data", c.data, "Training SOURCE (labels, if any, are used only for monitoring)")->capture_default_str();
   t->add_option("--limit", c.limit, "Train on the first N items only (0 = all)")->capture_default_str();
   t->add_option("--test-data", c.test_data, "Labelled SOURCE for the weighted-kNN monitor (K 200, sigma 0.07, against the bank)");
   t->add_option("--input-size", c.input_size, "Square input side fed to the network")->capture_default_str();
   t->add_option("--channels", c.channels, "Input channels: 1, 3, or 0 for the source's own")->capture_default_str();
-  t->add_option("--crop-scale", c.crop_scale, "Random-resized-crop: smallest share of the image area kept (reference 0.2; milder crops suit centred images)")->capture_default_str();
-  t->add_option("--flip", c.flip, "Horizontal-flip probability of the training augmentation (reference 0)")->capture_default_str();
   t->add_option("--arch-depth", c.arch_depth, "ResNet depth: 18, 34 or 50")->capture_default_str();
   t->add_option("--stem", c.stem, "small (3x3/1, no max-pool) or imagenet (7x7/2 + max-pool)")->capture_default_str();
   t->add_option("--width", c.width, "Base channels (64 = torchvision; smaller runs faster on CPU)")->capture_default_str();
@@ -37,7 +57,13 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--warmup", c.warmup, "T: instance-only epochs before L_inv starts")->capture_default_str();
   t->add_option("--bank-momentum", c.bank_momentum, "Memory-bank momentum m")->capture_default_str();
   t->add_option("--ramp", c.ramp, "binary or gaussian")->capture_default_str();
-  t->add_option("--denominator", c.denominator, "reference (exclusive) or paper")->capture_default_str();
+  t->add_option("--denominator", c.denominator,
+                "L_inv's denominator: reference (the released code's default, exclusive=1: the top-M "
+                "background less the anchor's own term), plain (its exclusive=0: the whole top-M) or paper "
+                "(the paper's formula: the background outside N(i), plus the hard positives)")->capture_default_str();
+  t->add_option("--positive-selection", c.positive_selection,
+                "Which P of the propagated set N(i) L_inv pulls in: hardest (the least similar: the method) or "
+                "easiest (the most similar: the reference's not_hardpos ablation)")->capture_default_str();
   t->add_option("--propagation", c.propagation, "bfs (exact, default) or concat (reference code)")->capture_default_str();
   t->add_option("--graph", c.graph, "epoch (rebuilt with FAISS each epoch) or online (reference)")->capture_default_str();
   t->add_option("--graph-search", c.graph_search,
@@ -57,17 +83,27 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_option("--lr", c.lr, "Base learning rate")->capture_default_str();
   t->add_option("--momentum", c.momentum, "SGD momentum")->capture_default_str();
   t->add_option("--weight-decay", c.weight_decay, "Weight decay")->capture_default_str();
-  t->add_option("--schedule", c.schedule, "cosine or step")->capture_default_str();
+  t->add_option("--schedule", c.schedule,
+                "cosine (the reference's: ½·lr·(1 + cos(π(e−1)/E)) for epoch e of E, so the last epoch still "
+                "learns) or step (lr × gamma at each of --milestones)")->capture_default_str();
+  t->add_option("--milestones", c.milestones,
+                "With --schedule step: epochs from which the rate is multiplied by --gamma once more, e.g. "
+                "400,600,700 (the reference's for 800 epochs)")->delimiter(',');
+  t->add_option("--gamma", c.gamma, "With --schedule step: the factor at each milestone")->capture_default_str();
   t->add_option("--batch-size", c.batch_size, "Batch size: the global batch, split evenly over ranks in a data-parallel run")->capture_default_str();
+  t->add_flag("--keep-last-batch", c.keep_last_batch,
+              "Train on each epoch's last, partial batch too, as the reference does (default: dropped, so "
+              "every step has the same shape and N mod batch bank rows wait an epoch); one rank only");
   t->add_option("--epochs", c.epochs, "Total epochs (raising it on resume needs no --force)")->capture_default_str();
   t->add_option("--knn-every", c.knn_every, "Run the kNN monitor every n epochs")->capture_default_str();
   t->add_option("--workers", c.workers, "Loader worker threads")->capture_default_str();
   t->add_option("--device", c.device, "cpu or cuda")->capture_default_str();
   t->add_option("--precision", c.precision,
-                "auto (tf32 on cuda; on cpu bf16 where the CPU has AMX and --width is 16 or more, else fp32), tf32 (cuda: TF32 "
+                "auto (tf32 on cuda; on cpu bf16 where the CPU runs bfloat16 natively, AMX or AVX512-BF16, and --width is 16 "
+                "or more, else fp32), tf32 (cuda: TF32 "
                 "tensor cores for convolutions and products; the kNN graph stays exact float32), fp32 "
                 "(IEEE float32 throughout) or bf16 (cpu: the encoder under bfloat16 autocast with "
-                "float32 head and weights: steps 1.6× faster at width 16 and 3× at 64 with AMX; BENCHMARKS.md). The run's config.json "
+                "float32 head and weights; faster steps where the CPU has AMX, BENCHMARKS.md). The run's config.json "
                 "records the choice made")->capture_default_str();
   t->add_option("--cuda-graph", c.cuda_graph,
                 "cuda: on (replay the encoder's forward and backward + SGD step from CUDA graphs, "

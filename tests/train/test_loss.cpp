@@ -187,6 +187,41 @@ TEST(InvarianceLoss, PaperDenominatorMatchesLoops) {
   EXPECT_GT(std::abs(e.invariance - ref.invariance), 1e-3);  // the variants really differ
 }
 
+// The reference's exclusive=0 denominator and its not_hardpos selection, against values worked
+// out by hand. z = (1, 0), τ = 0.5, bank rows at cosines 1, ½, 0, −½, −1 to z: logits 2, 1, 0,
+// −1, −2, so e = e², e, 1, 1/e, 1/e². Anchor 0, M = 4 (rows 0-3), N(i) = {1, 2, 3}, P = 2.
+//   S = e² + e + 1 + 1/e;  L_ins = −log(e²/S + ε)
+//   hardest H = {2, 3}: 1 + 1/e;  easiest H = {1, 2}: e + 1
+//   reference denominator S − e²;  plain S;  paper (B_M \ N) + H = e² + H.
+TEST(InvarianceLoss, PlainDenominatorAndEasiestPositivesHandComputed) {
+  const double E = std::exp(1.0), eps = 1e-7, h = std::sqrt(0.75);
+  const Mat bank = {{1, 0}, {0.5, h}, {0, 1}, {-0.5, h}, {-1, 0}};
+  auto zt = torch::tensor({{1.0, 0.0}}, torch::kFloat64);
+  auto bt = to_tensor(bank);
+  auto anchors = torch::tensor({0L});
+  auto prop = torch::tensor({{1L, 2L, 3L, -1L}});
+  const double S = E * E + E + 1 + 1 / E, hard = 1 + 1 / E, easy = E + 1;
+  struct Case { Denominator d; bool easiest; double want; };
+  for (auto c : {Case{Denominator::Reference, false, -std::log(hard / (S - E * E) + eps)},
+                 Case{Denominator::Plain, false, -std::log(hard / S + eps)},
+                 Case{Denominator::Reference, true, -std::log(easy / (S - E * E) + eps)},
+                 Case{Denominator::Plain, true, -std::log(easy / S + eps)},
+                 Case{Denominator::Paper, true, -std::log(easy / (E * E + easy) + eps)}}) {
+    LossConfig cfg;
+    cfg.tau = 0.5f;
+    cfg.background = 4;
+    cfg.hard_positives = 2;
+    cfg.denominator = c.d;
+    cfg.easiest_positives = c.easiest;
+    for (bool kernel : {true, false}) {
+      auto r = kernel ? invariance_loss(zt, bt, anchors, prop, 1.0, cfg)
+                      : invariance_loss_tensor_ops(zt, bt, anchors, prop, 1.0, cfg);
+      EXPECT_NEAR(val(r.instance), -std::log(E * E / S + eps), 1e-12);
+      EXPECT_NEAR(val(r.invariance), c.want, 1e-12) << int(c.d) << " easiest " << c.easiest << " kernel " << kernel;
+    }
+  }
+}
+
 TEST(InvarianceLoss, Float32MatchesLoops) {
   for (auto d : {Denominator::Reference, Denominator::Paper}) {
     auto r = run(kZ, kProp, small_cfg(d), 1.0, torch::kFloat32);
@@ -329,14 +364,36 @@ TEST(Schedule, RampWeight) {
   EXPECT_EQ(ramp_weight(1, 0, false), 1.0);
 }
 
+// The reference's adjust_learning_rate (utils.py), written out here as the oracle: `i` is its
+// epoch index. Its cosine is evaluated at i = e - 1 for invp's 1-based epoch e (so E epochs run
+// from lr down to just above 0); its step rule at i = e (its first trained epoch is i = 1).
+double reference_lr(double lr, int i, bool cos, const std::vector<int>& steps, double rate, int max_epoch) {
+  if (cos) return lr * 0.5 * (1. + std::cos(std::acos(-1.0) * i / max_epoch));
+  for (int m : steps) lr *= i >= m ? rate : 1.;
+  return lr;
+}
+
 TEST(Schedule, LearningRate) {
-  EXPECT_NEAR(learning_rate(0.03, 400, 800, "cosine"), 0.015, 1e-12);
-  EXPECT_NEAR(learning_rate(0.03, 800, 800, "cosine"), 0.0, 1e-12);
-  EXPECT_NEAR(learning_rate(0.03, 200, 800, "cosine"), 0.015 * (1 + std::sqrt(0.5)), 1e-12);
-  EXPECT_NEAR(learning_rate(0.03, 1, 800, "cosine"),
-              0.015 * (1 + std::cos(std::acos(-1.0) / 800)), 1e-15);
-  EXPECT_NEAR(learning_rate(0.1, 9, 100, "step", {10, 20}), 0.1, 1e-12);
-  EXPECT_NEAR(learning_rate(0.1, 10, 100, "step", {10, 20}), 0.01, 1e-12);
+  for (int e : {1, 2, 200, 400, 401, 799, 800})
+    EXPECT_NEAR(learning_rate(0.03, e, 800, "cosine"), reference_lr(0.03, e - 1, true, {}, 0, 800), 1e-15) << e;
+  EXPECT_NEAR(learning_rate(0.03, 1, 800, "cosine"), 0.03, 1e-15);  // the first epoch at lr
+  EXPECT_NEAR(learning_rate(0.03, 401, 800, "cosine"), 0.015, 1e-12);
+  // The last epoch learns: for E epochs its rate is ½·lr·(1 + cos(π(E−1)/E)) > 0.
+  for (int E : {1, 2, 5, 28, 800}) {
+    EXPECT_GT(learning_rate(0.03, E, E, "cosine"), 0.0) << E;
+    EXPECT_NEAR(learning_rate(0.03, E, E, "cosine"), 0.015 * (1 + std::cos(std::acos(-1.0) * (E - 1) / E)), 1e-15);
+  }
+  // The earlier curve, kept for checkpoints written with it: e / E, last epoch at 0.
+  EXPECT_NEAR(learning_rate(0.03, 800, 800, "cosine", {}, 0.1, kLrCurveFirst), 0.0, 1e-12);
+  EXPECT_NEAR(learning_rate(0.03, 400, 800, "cosine", {}, 0.1, kLrCurveFirst), 0.015, 1e-12);
+  // Step, the reference's 400,600,700 of 800 at the epochs where it changes.
+  const std::vector<int> ms{400, 600, 700};
+  for (int e : {1, 399, 400, 401, 599, 600, 699, 700, 800})
+    EXPECT_NEAR(learning_rate(0.03, e, 800, "step", ms), reference_lr(0.03, e, false, ms, 0.1, 800), 1e-15) << e;
+  EXPECT_NEAR(learning_rate(0.03, 399, 800, "step", ms), 0.03, 1e-15);
+  EXPECT_NEAR(learning_rate(0.03, 400, 800, "step", ms), 0.003, 1e-15);
+  EXPECT_NEAR(learning_rate(0.03, 600, 800, "step", ms), 0.0003, 1e-15);
+  EXPECT_NEAR(learning_rate(0.03, 700, 800, "step", ms), 0.00003, 1e-15);
   EXPECT_NEAR(learning_rate(0.1, 25, 100, "step", {10, 20}, 0.5), 0.025, 1e-12);
   EXPECT_THROW(learning_rate(0.1, 1, 10, "linear"), invp::Error);
 }
@@ -386,13 +443,16 @@ LossResult naive_loss(const torch::Tensor& z, const torch::Tensor& bank,
     }
     auto li = logits[i].detach();
     std::stable_sort(members.begin(), members.end(), [&](int64_t a, int64_t b) {
-      return li[a].item<double>() < li[b].item<double>();
+      return cfg.easiest_positives ? li[a].item<double>() > li[b].item<double>()
+                                   : li[a].item<double>() < li[b].item<double>();
     });
     members.resize(std::min<size_t>(members.size(), static_cast<size_t>(cfg.hard_positives)));
     auto H = e[i].index_select(0, torch::tensor(members)).sum();  // with multiplicity
     torch::Tensor den;
     if (cfg.denominator == Denominator::Reference) {
       den = S[i] - ea[i];
+    } else if (cfg.denominator == Denominator::Plain) {
+      den = S[i];
     } else {
       auto in_n = torch::zeros({N}, torch::kBool);
       for (int64_t k = 0; k < prop.size(1); ++k)
@@ -427,13 +487,15 @@ TEST(InvarianceLoss, HandWrittenGradientMatchesAutogradOfNaiveLoss) {
                              {20L, 21L, 22L, 20L, 23L, 25L, 26L, -1L},
                              {27L, 28L, 29L, 30L, 32L, 33L, 34L, 35L},
                              {44L, 46L, 46L, 47L, 0L, -1L, 1L, 2L}});
-  for (auto d : {Denominator::Reference, Denominator::Paper}) {
+  for (int variant = 0; variant < 4; ++variant) {
+    const auto d = variant == 3 ? Denominator::Reference : Denominator(variant);
     for (int which = 0; which < 3; ++which) {  // total, instance alone, invariance alone
       LossConfig cfg;
       cfg.tau = 0.2f;
       cfg.background = 15;
       cfg.hard_positives = 4;
       cfg.denominator = d;
+      cfg.easiest_positives = variant == 3;
       auto z1 = z0.clone().requires_grad_(true);
       auto z2 = z0.clone().requires_grad_(true);
       auto mine = invariance_loss(z1, bank, anchors, prop, 0.6, cfg);
@@ -445,7 +507,7 @@ TEST(InvarianceLoss, HandWrittenGradientMatchesAutogradOfNaiveLoss) {
       (which == 0 ? ref.total : which == 1 ? ref.instance : ref.invariance).backward();
       ASSERT_TRUE(z1.grad().defined());
       EXPECT_TRUE(torch::allclose(z1.grad(), z2.grad(), 1e-9, 1e-12))
-          << "denominator " << int(d) << " output " << which << "\n"
+          << "variant " << variant << " output " << which << "\n"
           << z1.grad() << "\n" << z2.grad();
       EXPECT_GT(val(z1.grad().abs().max()), 1e-3);
       // The empty row still has the instance gradient, and nothing else.
@@ -545,12 +607,13 @@ TEST(InvarianceLoss, TensorOpsPathMatchesCpuKernel) {
   struct Size { int64_t N, M; torch::Dtype dt; double vtol, gtol; };
   for (auto sz : {Size{3000, 500, torch::kFloat64, 1e-10, 1e-10}, Size{20000, 4096, torch::kFloat32, 2e-4, 2e-5}}) {
     auto c = loss_case(sz.N, 16, 12, 40, sz.dt, 21);
-    for (auto d : {Denominator::Reference, Denominator::Paper}) {
+    for (auto d : {Denominator::Reference, Denominator::Paper, Denominator::Plain}) {
       for (bool inv : {true, false}) {
         LossConfig cfg;
         cfg.background = sz.M;
         cfg.hard_positives = 10;
         cfg.denominator = d;
+        cfg.easiest_positives = d == Denominator::Plain;  // one pass covers the selection too
         cfg.use_invariance = inv;
         auto z1 = c.z.clone().requires_grad_(true);
         auto z2 = c.z.clone().requires_grad_(true);

@@ -9,6 +9,8 @@
 #include <invp/graph/knn_graph.h>
 #include <invp/model/model_io.h>
 #include <invp/train/checkpoint.h>
+#include <invp/train/memory_bank.h>
+#include <invp/train/schedule.h>
 #include <invp/train/sgd_step.h>
 #include <invp/train/trainer.h>
 
@@ -187,7 +189,7 @@ TEST(TrainConfig, PrecisionResolvesByDeviceAndCpu) {
   EXPECT_EQ(c.resolved_precision(), "fp32");
   c.precision = "auto";
   c.width = 16;
-  EXPECT_EQ(c.resolved_precision(), invp::cpu_bf16() == invp::CpuBf16::Amx ? "bf16" : "fp32");
+  EXPECT_EQ(c.resolved_precision(), invp::cpu_bf16() != invp::CpuBf16::None ? "bf16" : "fp32");  // AMX or AVX512-BF16
   c.width = 8;  // too narrow for bf16 to pay
   EXPECT_EQ(c.resolved_precision(), "fp32");
   c.precision = "bf16";
@@ -211,6 +213,42 @@ TEST(Trainer, DifferentConfigRefusedUnlessForced) {
   } catch (const invp::Error& e) {
     EXPECT_NE(std::string(e.what()).find("in use by another invp process"), std::string::npos) << e.what();
   }
+}
+
+// A checkpoint written on the earlier cosine curve (config.json without lr_curve, read as 1)
+// finishes on that curve: resumed with today's default it is neither refused nor moved to the
+// reference's curve mid-run; a fresh run uses the reference's.
+TEST(Trainer, CheckpointOfTheFirstCosineCurveResumesOnIt) {
+  Fixture f("lrcurve");
+  nlohmann::json old = nlohmann::json::parse(f.cfg.to_json());
+  old.erase("lr_curve");
+  EXPECT_EQ(TrainConfig::from_json(old.dump(), "old.json").lr_curve, invp::train::kLrCurveFirst);
+  auto first = f.cfg;
+  first.lr_curve = invp::train::kLrCurveFirst;
+  Trainer(first, (f.root / "run").string()).run({}, 1);
+  std::vector<double> lr;
+  Trainer(f.cfg, (f.root / "run").string()).run([&](const auto& m) { lr.push_back(m.lr); });
+  ASSERT_EQ(lr.size(), 1u);
+  EXPECT_NEAR(lr[0], 0.0, 1e-15);  // epoch 2 of 2 on the first curve
+  std::vector<double> fresh;
+  Trainer(f.cfg, (f.root / "fresh").string()).run([&](const auto& m) { fresh.push_back(m.lr); });
+  ASSERT_EQ(fresh.size(), 2u);
+  EXPECT_NEAR(fresh[0], f.cfg.lr, 1e-15);
+  EXPECT_NEAR(fresh[1], f.cfg.lr / 2, 1e-12);  // ½·lr·(1 + cos(π/2))
+}
+
+TEST(TrainConfig, StepScheduleNeedsIncreasingMilestones) {
+  TrainConfig c;
+  c.schedule = "step";
+  EXPECT_THROW(c.validate(), invp::Error);
+  c.milestones = {400, 600, 700};
+  EXPECT_NO_THROW(c.validate());
+  EXPECT_NEAR(c.lr_at(400), c.lr * 0.1, 1e-15);
+  c.milestones = {600, 400};
+  EXPECT_THROW(c.validate(), invp::Error);
+  TrainConfig cos;
+  cos.milestones = {10};
+  EXPECT_THROW(cos.validate(), invp::Error);  // milestones without step: a mistake, said
 }
 
 TEST(Trainer, LearnsClassStructureAndLossFalls) {
@@ -242,6 +280,44 @@ TEST(Trainer, LearnsClassStructureAndLossFalls) {
     for (auto& k : keys) EXPECT_TRUE(doc.count(k)) << "undocumented key " << k;
   }
   EXPECT_EQ(i, ms.size());
+  // best.pt + best.json: the model of the monitor epoch with the highest top-1 (the later on a tie).
+  double best = -1;
+  int best_epoch = 0;
+  for (auto& m : ms)
+    if (m.knn_top1 >= 0 && m.knn_top1 >= best) best = m.knn_top1, best_epoch = m.epoch;
+  ASSERT_TRUE(fs::exists(f.root / "run/best.pt"));
+  ASSERT_TRUE(fs::exists(f.root / "run/best.json"));
+  auto bytes = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(bytes(f.root / "run/best.pt") == bytes(f.root / "run/model.pt"), best_epoch == 12) << best_epoch;
+  EXPECT_NO_THROW(invp::model::load_model((f.root / "run/best.pt").string()));
+}
+
+// --keep-last-batch: the epoch's partial last batch is trained on and its bank rows refreshed
+// (500 = 7 × 64 + 52); without it those 52 rows keep their initial values. A remainder of one
+// item is skipped all the same (BatchNorm needs two).
+TEST(Trainer, KeepLastBatchRefreshesEveryBankRow) {
+  invp::apply_thread_budget(1);
+  Fixture f("lastbatch");
+  f.cfg.epochs = 1;
+  for (int64_t limit : {500, 449}) {
+    for (bool keep : {false, true}) {
+      f.cfg.limit = limit;
+      f.cfg.keep_last_batch = keep;
+      auto dir = f.root / ("run" + std::to_string(limit) + (keep ? "k" : "d"));
+      std::vector<invp::train::EpochMetrics> ms;
+      Trainer(f.cfg, dir.string()).run([&](const auto& m) { ms.push_back(m); });
+      ASSERT_EQ(ms.size(), 1u);
+      const int64_t want = keep && limit == 500 ? 500 : 448;
+      EXPECT_EQ(ms[0].images, want) << limit << " keep " << keep;
+      auto bank = read_tensor(dir / "checkpoint.pt", "bank");
+      auto init = invp::train::MemoryBank(limit, f.cfg.dim, f.cfg.seed).data();
+      auto unchanged = (bank - init).abs().amax(1).eq(0).sum().item<int64_t>();
+      EXPECT_EQ(unchanged, limit - want) << limit << " keep " << keep;
+    }
+  }
 }
 
 // --graph-features recomputed: the graph L_inv uses in epoch 2 is the exact kNN graph of the
@@ -477,6 +553,8 @@ TEST(TrainConfig, LaterKeysHashOnlyWhenSetAndAreValidated) {
                    [](const TrainConfig& c) { return c.positives; });
   expect_later_key({"graph_features"}, [](TrainConfig& c) { c.graph_features = "recomputed"; },
                    [](const TrainConfig& c) { return c.graph_features; });
+  expect_later_key({"milestones", "gamma"}, [](TrainConfig& c) { c.schedule = "step"; c.milestones = {3, 5}; },
+                   [](const TrainConfig& c) { return c.milestones; });
   // Run keys (how, not what, is trained) never change the hash; the new ones are validated.
   TrainConfig run = a;
   run.precision = "fp32";

@@ -29,6 +29,7 @@ std::string info_to_json(const ModelInfo& info) {
          {"std", info.std},
          {"dim", e.dim},
          {"config_hash", info.config_hash}};
+  if (!info.augment.empty()) j["augment"] = json::parse(info.augment);
   return j.dump(2) + "\n";
 }
 
@@ -52,6 +53,7 @@ ModelInfo info_from_json(const std::string& text, const std::string& file) {
     info.mean = j.at("mean").get<std::vector<float>>();
     info.std = j.at("std").get<std::vector<float>>();
     info.config_hash = j.value("config_hash", "");
+    if (j.contains("augment")) info.augment = j.at("augment").dump();
   } catch (const json::exception& e) {
     throw Error(file, std::string("invalid model.json: ") + e.what());
   }

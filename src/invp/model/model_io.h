@@ -16,6 +16,9 @@ struct ModelInfo {
   int resize = 32;                   // eval transform: resize shorter side, then centre-crop input_size
   std::vector<float> mean{0.5f}, std{0.5f};  // per input channel
   std::string config_hash;           // hash of the training-defining config
+  // model.json's "augment": the training augmentation's recipe name and strengths, as JSON
+  // object text (train::TrainConfig::augment_json); empty for models written before it.
+  std::string augment;
 };
 
 std::string json_path_for(const std::string& model_pt);  // "x/model.pt" -> "x/model.json"

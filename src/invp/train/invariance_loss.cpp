@@ -151,7 +151,9 @@ struct Saved {
 
 template <typename scalar_t>
 void forward_rows(const Saved& s, const torch::Tensor& logits, const torch::Tensor& propagated,
-                  int64_t P, bool paper, torch::Tensor& ins_rows, torch::Tensor& inv_rows) {
+                  int64_t P, Denominator den_kind, bool easiest, torch::Tensor& ins_rows,
+                  torch::Tensor& inv_rows) {
+  const bool paper = den_kind == Denominator::Paper, plain = den_kind == Denominator::Plain;
   using acc_t = double;
   const int64_t B = logits.size(0), N = logits.size(1), M = s.top_idx.size(1);
   const bool inv = propagated.defined();
@@ -205,17 +207,20 @@ void forward_rows(const Saved& s, const torch::Tensor& logits, const torch::Tens
       for (int64_t k = 0; k < L; ++k)
         if (pi[k] >= 0) members.emplace_back(acc_t(row[pi[k]]), pi[k]);
       if (members.empty()) continue;  // contributes 0 (but counts in the batch mean)
-      // H(i): the P entries with the smallest logit (entries, not ids), P capped at |N(i)|.
+      // H(i): the P entries with the smallest logit (entries, not ids), P capped at |N(i)|;
+      // with `easiest`, the P with the largest (the reference's not_hardpos).
       const int64_t p = std::min<int64_t>(P, static_cast<int64_t>(members.size()));
-      auto by_logit = [](const std::pair<acc_t, int64_t>& x, const std::pair<acc_t, int64_t>& y) {
-        return x.first < y.first;
+      auto by_logit = [easiest](const std::pair<acc_t, int64_t>& x, const std::pair<acc_t, int64_t>& y) {
+        return easiest ? x.first > y.first : x.first < y.first;
       };
       if (p < static_cast<int64_t>(members.size()))
         std::nth_element(members.begin(), members.begin() + (p - 1), members.end(), by_logit);
       acc_t H = 0;
       for (int64_t k = 0; k < p; ++k) H += std::exp(members[k].first - c);
       acc_t den = 0;
-      if (!paper) {
+      if (plain) {
+        den = S;
+      } else if (!paper) {
         den = S - ea;
       } else {
         for (int64_t k = 0; k < L; ++k)
@@ -230,6 +235,7 @@ void forward_rows(const Saved& s, const torch::Tensor& logits, const torch::Tens
       //  hard entry h:   dq/ds_h = e_h/den − (q/den)·∂den/∂s_h
       //  background j:   dq/ds_j = −(q/den)·∂den/∂s_j
       // Reference: den = S − e_a, so ∂den/∂s_j = e_j on B_M, −e_a on the anchor term, 0 on H.
+      // Plain: den = S, so ∂den/∂s_j = e_j on B_M and no anchor term.
       // Paper: den = Σ_{B_M \ N(i)} e + H, so ∂den/∂s_j = e_j on the kept part, e_h on H.
       const acc_t g = -1.0 / (q + kEps);
       const acc_t gd = -g * q / den;  // coefficient of ∂den/∂s
@@ -240,7 +246,7 @@ void forward_rows(const Saved& s, const torch::Tensor& logits, const torch::Tens
       }
       if (!paper) {
         for (int64_t k = 0; k < M; ++k) bv[k] = static_cast<scalar_t>(gd * e[k]);
-        anc_inv[i] = static_cast<scalar_t>(-gd * ea);
+        anc_inv[i] = plain ? scalar_t(0) : static_cast<scalar_t>(-gd * ea);
       } else {
         for (int64_t k = 0; k < M; ++k)
           if (stamp[ti[k]] != i) bv[k] = static_cast<scalar_t>(gd * e[k]);
@@ -335,7 +341,7 @@ class InvpLossFunction : public torch::autograd::Function<InvpLossFunction> {
                                                 const torch::Tensor& z, const torch::Tensor& bank,
                                                 const torch::Tensor& anchors,
                                                 const torch::Tensor& propagated, int64_t M,
-                                                int64_t P, double tau, bool paper) {
+                                                int64_t P, double tau, int64_t den_kind, bool easiest) {
     const int64_t B = z.size(0);
     const bool inv = P > 0;  // propagated is B × 0 without L_inv
     auto zc = z.detach().contiguous();
@@ -359,7 +365,7 @@ class InvpLossFunction : public torch::autograd::Function<InvpLossFunction> {
     torch::Tensor inv_rows;
     if (inv) inv_rows = torch::empty({B}, opt.dtype(torch::kDouble));
     AT_DISPATCH_FLOATING_TYPES(zc.scalar_type(), "invariance_loss_forward", [&] {
-      forward_rows<scalar_t>(s, logits, inv ? propagated : torch::Tensor(), P, paper, ins_rows,
+      forward_rows<scalar_t>(s, logits, inv ? propagated : torch::Tensor(), P, Denominator(den_kind), easiest, ins_rows,
                              inv_rows);
     });
     logits = torch::Tensor();
@@ -408,7 +414,7 @@ class InvpLossFunction : public torch::autograd::Function<InvpLossFunction> {
       backward_rows<scalar_t>(s, gi, gv, scale, grad);
     });
     return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -461,13 +467,17 @@ LossResult invariance_loss_tensor_ops(const torch::Tensor& z, const torch::Tenso
   // H(i): the P valid entries with the smallest logits (invalid entries sort last).
   const int64_t P = std::min<int64_t>(cfg.hard_positives, prop.size(1));
   auto key = pl.detach().masked_fill(valid.logical_not(), std::numeric_limits<double>::infinity());
-  auto hard = std::get<1>(torch::topk(key, P, 1, /*largest=*/false, /*sorted=*/false));
+  // (--positive-selection easiest: the P largest; invalid entries then sort last as −∞.)
+  if (cfg.easiest_positives) key = pl.detach().masked_fill(valid.logical_not(), -std::numeric_limits<double>::infinity());
+  auto hard = std::get<1>(torch::topk(key, P, 1, /*largest=*/cfg.easiest_positives, /*sorted=*/false));
   auto hard_ok = valid.gather(1, hard);
   auto eh = torch::exp(pl.gather(1, hard) - c) * hard_ok.to(z.scalar_type());
   auto H = eh.sum(1, true);
   torch::Tensor den;
   if (cfg.denominator == Denominator::Reference) {
     den = S - ea;
+  } else if (cfg.denominator == Denominator::Plain) {
+    den = S;
   } else {  // Σ over B_M(i) \ N(i), plus H
     // Membership of N(i) as a B × (N+1) mask; padding (−1) goes to the spare last column.
     auto in_n = torch::zeros({B, N + 1}, torch::TensorOptions().dtype(torch::kBool).device(dev));
@@ -516,7 +526,7 @@ LossResult invariance_loss(const torch::Tensor& z, const torch::Tensor& bank,
 
   LossResult r;
   auto outs = InvpLossFunction::apply(zc, V, a, prop, M, P, static_cast<double>(cfg.tau),
-                                      cfg.denominator == Denominator::Paper);
+                                      int64_t(cfg.denominator), cfg.easiest_positives);
   r.instance = outs[0].to(dev, z.scalar_type());
   if (cfg.use_invariance) {
     r.invariance = outs[1].to(dev, z.scalar_type());

@@ -13,6 +13,7 @@ namespace invp::train {
 enum class Denominator {
   Reference,  // Σ_{B_M(i)} e_j − e_i  (the released code; default)
   Paper,      // Σ over (B_M(i) \ N(i)) ∪ H(i)  (the paper's formula)
+  Plain,      // Σ_{B_M(i)} e_j  (the released code with exclusive=0)
 };
 
 struct LossConfig {
@@ -21,6 +22,9 @@ struct LossConfig {
   int64_t hard_positives = 20; // P, capped at |N(i)| (valid entries of row i)
   Denominator denominator = Denominator::Reference;
   bool use_invariance = true;
+  // H(i) from the P most similar entries of N(i) instead of the least (the reference's
+  // not_hardpos switch; --positive-selection easiest).
+  bool easiest_positives = false;
 };
 
 struct LossResult {
@@ -31,9 +35,10 @@ struct LossResult {
 
 // e_j = exp(z_i·v_j / τ); B_M(i) = the M largest e_j;
 // L_ins(i) = −log(e_{a_i} / Σ_{B_M} e_j + 1e-7);
-// H(i) = the P entries of N(i) with the smallest e (entries, not distinct ids: in the
+// H(i) = the P entries of N(i) with the smallest e (the largest with easiest_positives) (entries, not distinct ids: in the
 //        reference "concat" mode a duplicate counts as often as it appears);
 // L_inv(i) = −log(Σ_H e / denom + 1e-7).
+// denom: Σ_{B_M} e − e_{a_i} (Reference); Σ_{B_M} e (Plain);
 // Paper denominator: Σ_{B_M \ N(i)} e + Σ_H e (set difference by bank id; H ⊆ N(i), so the
 // union is disjoint; H's entries counted with multiplicity as in the numerator).
 // A row with an empty N(i) (all -1) contributes 0 to L_inv but still counts in the batch mean.

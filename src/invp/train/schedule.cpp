@@ -14,11 +14,12 @@ double ramp_weight(int epoch, int T, bool gaussian) {
 }
 
 double learning_rate(double base, int epoch, int epochs, const std::string& kind,
-                     std::vector<int> milestones, double gamma) {
+                     std::vector<int> milestones, double gamma, int curve) {
   if (kind == "cosine") {
     if (epochs <= 0) throw invp::Error("", "cosine schedule needs epochs > 0", "set --epochs");
     const double pi = std::acos(-1.0);
-    return 0.5 * base * (1.0 + std::cos(pi * static_cast<double>(epoch) / epochs));
+    const int e = curve == kLrCurveFirst ? epoch : epoch - 1;
+    return 0.5 * base * (1.0 + std::cos(pi * static_cast<double>(e) / epochs));
   }
   if (kind == "step") {
     double lr = base;

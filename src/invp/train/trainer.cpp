@@ -28,6 +28,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -117,6 +118,17 @@ std::string progress_note(const torch::Tensor& sums, int64_t images, const std::
   return b;
 }
 
+// The highest kNN top-1 in a run's metrics.jsonl (-1 without any): best.pt's figure to beat.
+double best_knn_top1_logged(const std::string& metrics_jsonl) {
+  double best = -1;
+  std::ifstream in(metrics_jsonl);
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("knn")) best = std::max(best, j["knn"].value("top1", -1.0));
+  }
+  return best;
+}
+
 void set_lr(torch::optim::SGD& opt, double lr) {
   for (auto& g : opt.param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
 }
@@ -145,6 +157,10 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force, std::shared_p
   if (s.modes.positives == Positives::Oracle && (n == 0 || s.labels.min().item<int64_t>() < 0))
     throw Error(cfg.data, "--positives oracle needs every training item labelled",
                 "use a labelled source, or --positives graph");
+  if (dist && dist->world() > 1 && cfg.keep_last_batch)
+    throw Error("", "--keep-last-batch works on one rank only: the last partial global batch cannot be split "
+                "evenly over " + std::to_string(dist->world()) + " ranks",
+                "drop --keep-last-batch, or train without --nproc");
   if (dist) check_ranks_agree(*dist, cfg, n);
   // Only now, with the data known good, does OUT come into being: a refused run leaves nothing.
   if (s.lead()) {
@@ -157,11 +173,12 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force, std::shared_p
   torch::manual_seed(cfg.seed);
   s.info.encoder = {cfg.arch_depth, cfg.stem, cfg.width, s.ds->channels(), cfg.head, cfg.dim};
   s.info.input_size = cfg.input_size;
-  s.info.resize = cfg.input_size;
   s.info.config_hash = cfg.config_hash();
-  auto aug = data::small_image_preset(cfg.input_size, s.ds->channels());
-  aug.scale_min = cfg.crop_scale;
-  aug.flip_p = cfg.flip;
+  const auto aug = cfg.augment_config(s.ds->channels());
+  // The eval transform embed and query use: resize the shorter side to size / ratio (256 for
+  // 224 under imagenet), then centre-crop size.
+  s.info.resize = int(std::lround(cfg.input_size / aug.resize_ratio));
+  s.info.augment = cfg.augment_json(s.ds->channels());
   s.info.mean = aug.mean;
   s.info.std = aug.std;
   s.device = torch::Device(s.modes.cuda ? torch::kCUDA : torch::kCPU, s.modes.cuda && dist ? dist_local_device() : -1);
@@ -182,7 +199,10 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force, std::shared_p
   s.loss_cfg.tau = cfg.tau;
   s.loss_cfg.background = cfg.background;
   s.loss_cfg.hard_positives = cfg.hard_positives;
-  s.loss_cfg.denominator = s.modes.paper_denominator ? Denominator::Paper : Denominator::Reference;
+  s.loss_cfg.denominator = s.modes.paper_denominator ? Denominator::Paper
+                           : s.modes.plain_denominator ? Denominator::Plain
+                                                       : Denominator::Reference;
+  s.loss_cfg.easiest_positives = s.modes.easiest_positives;
   s.loss_cfg.use_invariance = s.modes.loss == LossKind::Invp;
   s.loader_opts.batch_size = local_batch;
   s.loader_opts.shard = dist ? dist->rank() : 0;
@@ -190,7 +210,8 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force, std::shared_p
   s.loader_opts.workers = std::max(1, cfg.workers);
   s.loader_opts.seed = cfg.seed;
   s.loader_opts.augment = aug;
-  s.loader_opts.drop_last = true;  // BatchNorm and the loss want full batches; reported in the log
+  // Full batches only, unless --keep-last-batch (then a one-item remainder is skipped in run()).
+  s.loader_opts.drop_last = !cfg.keep_last_batch;
   s.loader_opts.pin_memory = s.device.is_cuda();  // so the copy below can overlap
 
   // Resume: rank 0 reads the checkpoint and every rank loads the same bytes (no shared disk).
@@ -201,12 +222,23 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force, std::shared_p
   if (!bytes.empty()) {
     Checkpoint c = read_checkpoint(ckpt, std::move(bytes));
     auto old = TrainConfig::from_json(c.config_json, ckpt);
+    // A run begun on the first cosine curve finishes on it: switching mid-run would jump the
+    // rate and the run would match neither curve. Said, not silent.
+    if (old.lr_curve != cfg.lr_curve && cfg.schedule == "cosine") {
+      if (s.lead())
+        log::warn(ckpt + " was written with invp's earlier cosine curve (last epoch at rate 0); this run "
+                  "finishes on it. A new --out trains on the reference's curve");
+      cfg.lr_curve = old.lr_curve;
+      s.cfg.lr_curve = old.lr_curve;
+      s.info.config_hash = cfg.config_hash();
+    }
     if (old.config_hash() != cfg.config_hash() && !force)
       throw Error(ckpt, "checkpoint was made with a different training config",
                   "use the same config, another --out, or --force to continue anyway");
     load_checkpoint_into(c, *s.net, *s.opt, s.bank->data(), s.graph.neighbors);
     s.epoch = c.epoch;
     s.step = c.step;
+    if (s.lead()) s.best_knn_top1 = best_knn_top1_logged((fs::path(out_dir) / "metrics.jsonl").string());
     if (s.lead()) {
       log::info("resuming " + out_dir + " at epoch " + std::to_string(s.epoch) +
                 (s.step ? ", step " + std::to_string(s.step) : ""));
@@ -238,6 +270,7 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force, std::shared_p
 
 Trainer::~Trainer() = default;
 int Trainer::start_epoch() const { return s_->epoch; }
+const data::LoaderOptions& Trainer::loader_options() const { return s_->loader_opts; }
 
 int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int until_epoch,
                  int64_t max_steps) {
@@ -257,6 +290,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   } sync_bn(s.dist, cfg.sync_bn);
   auto ckpt = (fs::path(s.out) / "checkpoint.pt").string();
   auto model_pt = (fs::path(s.out) / "model.pt").string();
+  auto best_pt = (fs::path(s.out) / "best.pt").string();
   auto metrics_jsonl = (fs::path(s.out) / "metrics.jsonl").string();
   // An epoch's state is copied here into `snap` (device-side copies: a consistent snapshot in
   // milliseconds) and serialised and written by `writer` while the next epoch trains: model.pt +
@@ -270,7 +304,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     // The CUDA graphs for the next epoch's learning rate are captured now, while the writer is
     // idle: its device-to-host copies must not overlap a capture.
     if (s.graphed && s.epoch <= cfg.epochs) {
-      set_lr(*s.opt, learning_rate(cfg.lr, s.epoch, cfg.epochs, cfg.schedule));
+      set_lr(*s.opt, cfg.lr_at(s.epoch));
       s.net->train();
       s.graphed->recapture();
     }
@@ -282,8 +316,15 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       // model.pt first: a run killed between the two redoes the epoch from the older
       // checkpoint and rewrites model.pt, while the other order could leave a finished run
       // with the previous epoch's model.pt.
-      model::save_model_bytes(snap.model_bytes(), s.info, model_pt);
+      const std::string model_bytes = snap.model_bytes();
+      model::save_model_bytes(model_bytes, s.info, model_pt);
       write_file_atomically(ckpt, snap.checkpoint_bytes());
+      // best.pt (+ best.json): the model of the epoch with the highest kNN top-1 so far (ties go
+      // to the later epoch, as the reference's best.pth).
+      if (m.knn_top1 >= 0 && m.knn_top1 >= s.best_knn_top1) {
+        model::save_model_bytes(model_bytes, s.info, best_pt);
+        s.best_knn_top1 = m.knn_top1;
+      }
       m.checkpoint_write = seconds_since(t_write);
       std::ofstream(metrics_jsonl, std::ios::app) << metrics_line(m);
     });
@@ -306,7 +347,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
     m.epoch = s.epoch;
     auto t_epoch = std::chrono::steady_clock::now();
     const double comm0 = s.dist ? comm_bytes(*s.dist) : 0;
-    m.lr = learning_rate(cfg.lr, s.epoch, cfg.epochs, cfg.schedule);
+    m.lr = cfg.lr_at(s.epoch);
     set_lr(*s.opt, m.lr);
     m.omega = ramp_weight(s.epoch, cfg.warmup, s.modes.ramp == Ramp::Gaussian);
     double inv_weight = cfg.lambda * m.omega;
@@ -326,6 +367,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       auto batch = loader.next();
       m.data_wait += seconds_since(t0);
       if (!batch) break;
+      if (batch->indices.size(0) < 2) continue;  // --keep-last-batch: BatchNorm needs two items
       stop = g_stop || (max_steps > 0 && ++steps_this_call >= max_steps);
       auto z = s.train_step(*batch, step_loss, inv_weight, sums, stop, m);
       s.update_bank(*batch, z, m);

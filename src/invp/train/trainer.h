@@ -3,6 +3,7 @@
 // propagation, L_ins + λ·ω(e)·L_inv, SGD, checkpoint every epoch, weighted-kNN monitor.
 // Run directory: checkpoint.pt, model.pt + model.json, metrics.jsonl, config.json.
 #pragma once
+#include <invp/data/loader.h>
 #include <invp/train/train_config.h>
 
 #include <functional>
@@ -49,6 +50,9 @@ class Trainer {
   int run(const std::function<void(const EpochMetrics&)>& on_epoch = {}, int until_epoch = 0,
           int64_t max_steps = 0);
   int start_epoch() const;  // 1-based epoch the next run() starts at
+  // What the training loader is built from (batch share, augmentation): for tests and previews
+  // of exactly what this run trains on.
+  const data::LoaderOptions& loader_options() const;
 
  private:
   struct State;

@@ -44,6 +44,7 @@ struct Trainer::State {
   graph::KnnGraph graph;
   torch::Tensor labels;  // N int64 (−1 unknown), for monitoring only
   int epoch = 1;         // epoch in progress / next to run
+  double best_knn_top1 = -1;  // best.pt's monitor figure (from metrics.jsonl on resume)
   int64_t step = 0;      // loader batches of `epoch` already consumed (= steps, unless all-bad batches were skipped)
   torch::Device device{torch::kCPU};  // model, bank and loss; the graph's lists stay on the host
   bool bf16 = false;                  // the encoder under CPU bfloat16 autocast
