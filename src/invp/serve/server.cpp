@@ -196,6 +196,9 @@ void configure(httplib::Server& s, Service& svc, const ServeOptions& o) {
   s.set_read_timeout(o.timeout_seconds, 0);
   s.set_write_timeout(o.timeout_seconds, 0);
   s.set_keep_alive_timeout(5);
+  // Headers and body go out in separate writes: with Nagle's algorithm the body would wait
+  // for the client's delayed ACK of the headers on every keep-alive answer.
+  s.set_tcp_nodelay(true);
   s.set_pre_routing_handler([&svc, &o](const httplib::Request& req, httplib::Response& res) {
     request_start = Clock::now();
     ++svc.in_flight;
