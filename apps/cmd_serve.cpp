@@ -28,7 +28,7 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--max-upload", *mb, "Largest request body in MB")->capture_default_str()->check(CLI::Range(0.001, 4096.0));
   c->add_option("--max-pixels", o->max_pixels, "Largest decoded upload in pixels")->capture_default_str()
       ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
-  c->add_option("--workers", o->threads, "HTTP worker threads (decoding, request handling)")
+  c->add_option("--workers", o->threads, "HTTP worker threads: decoding, request handling; one per open client connection")
       ->capture_default_str()->check(CLI::Range(1, 256));
   c->add_option("--timeout", o->timeout_seconds, "Seconds a client may take to send or read")
       ->capture_default_str()->check(CLI::Range(1, 3600));

@@ -83,6 +83,7 @@ torch::Tensor QueryService::vector_of(IndexHandle& h, const QueryRequest& r, dat
 
 void QueryService::run_on_engine(const std::function<void(IndexHandle&)>& fn) {
   if (!opts_.background) {
+    std::lock_guard<std::mutex> l(inline_mu_);
     maybe_reload();
     return fn(*handle_);
   }
@@ -137,6 +138,7 @@ std::vector<QueryResult> QueryService::query_many(std::vector<QueryRequest> requ
     }
     if (chunk.empty()) continue;
     if (!opts_.background) {
+      std::lock_guard<std::mutex> l(inline_mu_);
       maybe_reload();
       answer(chunk, timings);
       continue;
@@ -203,7 +205,7 @@ void QueryService::answer(std::vector<std::shared_ptr<Item>>& batch, BatchTiming
     std::vector<int64_t> exclude;
     for (size_t i : which) q.push_back(rows[i]), exclude.push_back(batch[i]->request.id);
     try {
-      auto found = h.search(torch::stack(q), k, exclude);
+      auto found = search(h, torch::stack(q), k, exclude);
       for (size_t j = 0; j < which.size(); ++j) hits[which[j]] = std::move(found[j]);
     } catch (const std::exception& e) {
       for (size_t i : which) errors[i] = e.what(), faults[i] = Fault::unavailable;
@@ -217,6 +219,32 @@ void QueryService::answer(std::vector<std::shared_ptr<Item>>& batch, BatchTiming
     batch[i]->image = {};
     batch[i]->result.set_value(std::move(r));
   }
+}
+
+// IndexHandle::search with the hits described through the cache.
+std::vector<std::vector<Hit>> QueryService::search(IndexHandle& h, const torch::Tensor& q, int k,
+                                                   const std::vector<int64_t>& exclude) {
+  if (q.dim() != 2 || q.size(1) != h.info().dim) return h.search(q, k, exclude);  // its error
+  constexpr size_t kMaxDescribed = 200000;
+  auto res = h.ann().search(q.contiguous(), k + 1);  // one spare for the query's own id
+  auto ids = res.indices.accessor<int64_t, 2>();
+  auto sims = res.similarities.accessor<float, 2>();
+  std::vector<std::vector<Hit>> out(size_t(q.size(0)));
+  for (int64_t r = 0; r < q.size(0); ++r) {
+    auto& row = out[size_t(r)];
+    for (int64_t j = 0; j < res.indices.size(1) && int(row.size()) < k; ++j) {
+      const int64_t id = ids[r][j];
+      if (id < 0 || id == exclude[size_t(r)]) continue;
+      auto it = described_.find(id);
+      if (it == described_.end()) {
+        if (described_.size() >= kMaxDescribed) described_.clear();
+        it = described_.emplace(id, h.describe(id, 0)).first;
+      }
+      row.push_back(it->second);
+      row.back().score = sims[r][j];
+    }
+  }
+  return out;
 }
 
 void QueryService::engine_loop() {
@@ -263,6 +291,7 @@ void QueryService::maybe_reload() {
     auto fresh = std::make_unique<IndexHandle>(dir_, opts_.model_override, opts_.device);
     fresh->ann();
     handle_ = std::move(fresh);
+    described_.clear();
     generation_ = handle_->info().generation;
     log::info("index " + dir_ + ": now serving generation " + std::to_string(generation_.load()) + " (" +
               std::to_string(handle_->info().size) + " items)");

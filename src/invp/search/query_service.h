@@ -2,7 +2,7 @@
 // `invp serve`: it owns one loaded index directory and answers typed requests (image bytes,
 // an image file, or an indexed id; k) with typed results (hits, nearest categories, the
 // propagated set, the index's facts, an item's pixels).
-// Threads: every call is safe from any thread. In background mode one engine thread owns the
+// Threads: every call is safe from any thread (without background mode they take turns). In background mode one engine thread owns the
 // IndexHandle (HDF5 is used from one thread only) and takes whatever requests are queued
 // when it is free, so concurrent queries are embedded and searched together in one batch;
 // images are decoded on the caller's thread first. Without background mode the calls run on
@@ -28,6 +28,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace invp::search {
@@ -125,6 +126,11 @@ class QueryService {
   std::mutex fetch_mu_;
   data::ImageFetcher fetcher_{0};
   double last_check_ = 0;
+  // Hits' label/path/category by id: each costs HDF5 reads, which a busy server would
+  // otherwise repeat for every hit of every query on its one engine thread. Bounded; used
+  // only on the engine (or under inline_mu_), cleared on a generation switch.
+  std::unordered_map<int64_t, Hit> described_;
+  std::mutex inline_mu_;  // without background mode, callers take turns on the handle
 
   void engine_loop();
   void maybe_reload();
@@ -133,6 +139,7 @@ class QueryService {
   data::Image decode(const QueryRequest& r) const;
   torch::Tensor vector_of(IndexHandle& h, const QueryRequest& r, data::Image* decoded);
   void check_k(int k) const;
+  std::vector<std::vector<Hit>> search(IndexHandle& h, const torch::Tensor& q, int k, const std::vector<int64_t>& exclude);
 };
 
 // Hits as the `--json query` schema: rank (from 1), id, score, label, path, category if known.

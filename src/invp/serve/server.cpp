@@ -196,6 +196,9 @@ void configure(httplib::Server& s, Service& svc, const ServeOptions& o) {
   s.set_read_timeout(o.timeout_seconds, 0);
   s.set_write_timeout(o.timeout_seconds, 0);
   s.set_keep_alive_timeout(5);
+  // httplib's default of 5 requests a connection makes busy clients reconnect all the time, and
+  // its listen backlog (5, compiled in) then drops SYNs: a 1 s retransmit each time.
+  s.set_keep_alive_max_count(1000);
   // Headers and body go out in separate writes: with Nagle's algorithm the body would wait
   // for the client's delayed ACK of the headers on every keep-alive answer.
   s.set_tcp_nodelay(true);

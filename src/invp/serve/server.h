@@ -16,7 +16,9 @@ struct ServeOptions {
   std::string api_key;                   // when set, /api/* and /metrics need "Authorization: Bearer KEY"
   int64_t max_upload = 20 << 20;         // request bodies over this are refused (413)
   int64_t max_pixels = 40'000'000;       // decoded uploads over this are refused (413)
-  int threads = 8;                       // HTTP workers: decoding and request handling
+  // HTTP workers: decoding and request handling. httplib keeps a worker per open keep-alive
+  // connection, so this is also how many clients are served at once.
+  int threads = 64;
   int max_k = 1000;
   int timeout_seconds = 10;              // a client that sends or reads slower is dropped
   double reload_seconds = 1.0;           // how often to look for a new generation (index add)
