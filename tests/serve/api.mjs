@@ -4,7 +4,7 @@
 // SIGTERM finishes requests in flight and exits 0.
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { startServer, stopped, cliHits, sameHits } from './common.mjs';
 
 const [invp, idx, image, work] = process.argv.slice(2);
@@ -59,6 +59,12 @@ const good = async (what) => {
   check('good request after ' + what, r.status === 200 && r.body.hits.length === 3, JSON.stringify(r.body || r.error));
 };
 try {
+  // A second server on a port in use is refused (exit 1), not bound beside the first.
+  const twin = await new Promise((resolve) => {
+    const p = execFile(invp, ['-q', 'serve', '--index', idx, '--port', new URL(url).port], { timeout: 60000 },
+                       (err) => resolve(err ? err.code : 0));
+  });
+  check('a port in use is an error', twin === 1, 'exit ' + twin);
   // ---- answers equal the CLI's -----------------------------------------------------------
   const h = await call(url, '/health');
   check('health', h.status === 200 && h.body.status === 'ok');

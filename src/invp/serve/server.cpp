@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -199,6 +200,12 @@ void configure(httplib::Server& s, Service& svc, const ServeOptions& o) {
   // httplib's default of 5 requests a connection makes busy clients reconnect all the time, and
   // its listen backlog (5, compiled in) then drops SYNs: a 1 s retransmit each time.
   s.set_keep_alive_max_count(1000);
+  // httplib's default sets SO_REUSEPORT, which lets a second server bind a port that is in
+  // use and take half its connections; SO_REUSEADDR alone still allows a quick restart.
+  s.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   // Headers and body go out in separate writes: with Nagle's algorithm the body would wait
   // for the client's delayed ACK of the headers on every keep-alive answer.
   s.set_tcp_nodelay(true);
