@@ -193,6 +193,7 @@ void add_demo_command(CLI::App& app) {
       result["full_preset"] = {{"knn_top1", kFullPresetKnn}, {"command", kFullPresetCommand},
                                {"source", "BENCHMARKS.md, Current summary"}};
       result["seconds"] = secs;
+      result["serve_command"] = "invp serve --index " + idx;
       write_file_atomically(a->out + "/demo.json", result.dump(2) + "\n");
       if (globals().json) {
         std::cout << result.dump() << "\n";
@@ -221,6 +222,8 @@ void add_demo_command(CLI::App& app) {
       for (auto& [what, path] : files) std::printf("  %-24s %s\n", what.c_str(), path.c_str());
       std::cout << "try:  ./build/invp query --index " << idx << " " << qpaths[1] << " --montage q.png\n"
                 << "      ./build/invp inspect --index " << idx << " --categories\n";
+      // Last, so it is the line a user copies: the index browsable in a web browser.
+      std::cout << "serve it:  ./build/invp serve --index " << idx << "   (then open http://127.0.0.1:8080/)\n";
     };
   });
 }

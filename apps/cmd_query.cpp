@@ -10,17 +10,15 @@
 #include <invp/data/montage.h>
 #include <invp/search/index_dir.h>
 #include <invp/search/inspect.h>
+#include <invp/search/query_service.h>
 #include <invp/search/report.h>
 
 #include <nlohmann/json.hpp>
 
-#include <poll.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -28,26 +26,7 @@ namespace invp::app {
 namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-
-// A ranked list of hits as JSON: rank (from 1), id, score, label, path, category if known.
-nlohmann::json hits_json(const std::vector<search::Hit>& hits) {
-  nlohmann::json out = nlohmann::json::array();
-  for (size_t r = 0; r < hits.size(); ++r) {
-    const auto& h = hits[r];
-    nlohmann::json j{{"rank", int(r + 1)}, {"id", h.id}, {"score", h.score}, {"label", h.label}, {"path", h.path}};
-    if (!h.category.empty()) j["category"] = h.category;
-    out.push_back(std::move(j));
-  }
-  return out;
-}
-
-// Images decoded and embedded at a time, by the list mode and by --serve.
-constexpr size_t kQueryBatch = 64;
-
-// A stdin line as a query: without a trailing CR (CRLF lists).
-void strip_cr(std::string& line) {
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-}
+using search::hits_json;
 
 // Before opening an index in a one-shot command: make the memory the FAISS file and the model
 // will be read into resident in one go (see reserve_resident_heap). Any problem
@@ -74,184 +53,35 @@ std::string label_text(const search::Hit& h) {
 }
 
 // The queries of a command line: image files (or '-' = a list on stdin), or --id N.
-struct Queries {
-  std::vector<std::string> names;   // shown in output
-  std::vector<int64_t> exclude;     // the query's own id (−1 for images)
-  std::vector<data::Image> images;  // originals, for montages (empty for --id)
-  torch::Tensor vectors;
-};
-
-Queries read_queries(search::IndexHandle& h, const std::vector<std::string>& inputs,
-                     const std::vector<int64_t>& ids, bool keep_images) {
-  Queries q;
-  if (!ids.empty()) {
-    for (int64_t id : ids) {
-      q.names.push_back("id " + std::to_string(id));
-      q.exclude.push_back(id);
-    }
-    q.vectors = h.vectors(ids);
-    return q;
+std::vector<search::QueryRequest> command_line_requests(const std::vector<std::string>& inputs,
+                                                        const std::vector<int64_t>& ids, int k) {
+  std::vector<search::QueryRequest> out;
+  for (int64_t id : ids) {
+    search::QueryRequest r;
+    r.name = "id " + std::to_string(id);
+    r.id = id;
+    r.k = k;
+    out.push_back(std::move(r));
   }
+  if (!ids.empty()) return out;
   if (inputs.empty()) throw CLI::ValidationError("query", "give IMAGE..., '-' (list on stdin) or --id N");
   std::vector<std::string> paths;
   for (const auto& in : inputs) {
-    if (in == "-") {
-      std::string line;
-      while (std::getline(std::cin, line)) {
-        strip_cr(line);
-        if (!line.empty()) paths.push_back(line);
-      }
-    } else {
+    if (in != "-") {
       paths.push_back(in);
+      continue;
     }
+    auto list = search::read_path_list(std::cin);
+    paths.insert(paths.end(), list.begin(), list.end());
   }
   if (paths.empty()) throw Error("-", "no query paths on standard input", "one image path a line");
-  // Decoded and embedded in batches, so a long list never holds all its images at once; the
-  // originals are kept only for a montage.
-  auto& e = h.embedder();
-  std::vector<torch::Tensor> parts;
-  std::vector<data::Image> batch;
-  for (size_t i = 0; i < paths.size(); ++i) {
-    batch.push_back(data::read_image_file(paths[i], 0));
-    q.names.push_back(paths[i]);
-    q.exclude.push_back(-1);
-    if (batch.size() == kQueryBatch || i + 1 == paths.size()) {
-      parts.push_back(e.embed_images(batch));
-      if (keep_images) q.images.insert(q.images.end(), batch.begin(), batch.end());
-      batch.clear();
-    }
+  for (const auto& p : paths) {
+    search::QueryRequest r;
+    r.name = r.path = p;
+    r.k = k;
+    out.push_back(std::move(r));
   }
-  q.vectors = torch::cat(parts);
-  return q;
-}
-
-// Lines of a file descriptor, with a way to ask "is another line ready now?" so that a
-// resident loop can answer what it has before blocking for more.
-class LineReader {
- public:
-  explicit LineReader(int fd) : fd_(fd) {}
-  // The next line (without its newline). wait: block until one is complete or input ends;
-  // otherwise return false as soon as no complete line is buffered or ready to read.
-  // At the end of input a last unterminated line is returned, then false.
-  bool next(std::string& line, bool wait) {
-    for (;;) {
-      const auto nl = buf_.find('\n', pos_);
-      if (nl != std::string::npos) {
-        line.assign(buf_, pos_, nl - pos_);
-        pos_ = nl + 1;
-        return true;
-      }
-      if (eof_) {
-        if (pos_ == buf_.size()) return false;
-        line.assign(buf_, pos_, std::string::npos);
-        pos_ = buf_.size();
-        return true;
-      }
-      if (!wait) {
-        pollfd p{fd_, POLLIN, 0};
-        if (::poll(&p, 1, 0) <= 0) return false;
-      }
-      buf_.erase(0, pos_);
-      pos_ = 0;
-      char chunk[1 << 16];
-      const ssize_t n = ::read(fd_, chunk, sizeof chunk);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw Error("-", std::string("cannot read standard input: ") + std::strerror(errno));
-      if (n == 0) eof_ = true;
-      else buf_.append(chunk, size_t(n));
-    }
-  }
-
- private:
-  int fd_;
-  std::string buf_;
-  size_t pos_ = 0;
-  bool eof_ = false;
-};
-
-// invp query --serve: each stdin line is a query (an image path, or id:N for an indexed item)
-// answered by one JSON line on stdout, in input order. Lines are answered as soon as no more
-// input is waiting (a script that writes one line and reads one gets its answer at once),
-// and input that arrives in bulk is embedded in batches of up to kQueryBatch. A line that
-// fails (unreadable image, unknown id) is answered with {"query", "error"}; the loop goes on
-// until the end of input.
-void serve_queries(search::IndexHandle& h, int k) {
-  LineReader in(STDIN_FILENO);
-  std::vector<std::string> pending;
-  int64_t answered = 0, failed = 0;
-  const auto t0 = Clock::now();
-  auto answer = [&](const std::vector<std::string>& lines) {
-    const size_t n = lines.size();
-    std::vector<std::string> errors(n);
-    std::vector<int64_t> exclude(n, -1);
-    std::vector<torch::Tensor> rows(n);
-    std::vector<data::Image> images;
-    std::vector<size_t> image_line;
-    for (size_t i = 0; i < n; ++i) {
-      try {
-        const auto& l = lines[i];
-        const bool id_line = l.rfind("id:", 0) == 0;
-        if (id_line && l.size() > 3 && l.find_first_not_of("0123456789", 3) == std::string::npos) {
-          if (l.size() > 3 + 18) throw Error(l, "id out of range");
-          exclude[i] = std::stoll(l.substr(3));
-          rows[i] = h.vectors({exclude[i]})[0];
-        } else if (id_line && !std::filesystem::exists(l)) {
-          throw Error(l, "neither an id nor a file", "id:N takes a non-negative integer");
-        } else {
-          images.push_back(data::read_image_file(l, 0));
-          image_line.push_back(i);
-        }
-      } catch (const std::exception& e) {
-        errors[i] = e.what();
-      }
-    }
-    if (!images.empty()) {
-      try {  // e.g. an index without a model: its image lines fail, its id lines still work
-        auto v = h.embedder().embed_images(images);
-        for (size_t j = 0; j < image_line.size(); ++j) rows[image_line[j]] = v[int64_t(j)];
-      } catch (const std::exception& e) {
-        for (size_t j : image_line) errors[j] = e.what();
-      }
-    }
-    std::vector<torch::Tensor> good;
-    std::vector<int64_t> good_exclude;
-    for (size_t i = 0; i < n; ++i)
-      if (errors[i].empty()) good.push_back(rows[i]), good_exclude.push_back(exclude[i]);
-    std::vector<std::vector<search::Hit>> hits;
-    if (!good.empty()) hits = h.search(torch::stack(good), k, good_exclude);
-    size_t g = 0;
-    std::string out;
-    for (size_t i = 0; i < n; ++i) {
-      nlohmann::ordered_json j{{"query", lines[i]}};  // the query first, for people reading along
-      if (!errors[i].empty()) {
-        j["error"] = errors[i];
-        ++failed;
-      } else {
-        j["hits"] = hits_json(hits[g++]);
-      }
-      out += j.dump() + "\n";
-    }
-    std::fwrite(out.data(), 1, out.size(), stdout);
-    std::fflush(stdout);
-    answered += int64_t(n);
-  };
-  for (;;) {
-    std::string line;
-    const bool wait = pending.empty();
-    if (in.next(line, wait)) {
-      strip_cr(line);
-      if (line.find_first_not_of(" \t") != std::string::npos) pending.push_back(std::move(line));
-      if (pending.size() < kQueryBatch) continue;
-    } else if (wait) {
-      break;  // end of input, nothing left to answer
-    }
-    if (!pending.empty()) answer(pending);
-    pending.clear();
-  }
-  char secs[32];
-  std::snprintf(secs, sizeof secs, "%.1f", ms_since(t0) / 1000.0);
-  log::info("served " + std::to_string(answered) + " queries (" + std::to_string(failed) +
-            " failed) in " + secs + " s");
+  return out;
 }
 
 void add_query(CLI::App& app) {
@@ -285,26 +115,39 @@ void add_query(CLI::App& app) {
     globals().action = [a] {
       auto t0 = Clock::now();
       prepare_heap_for(a->index);
-      search::IndexHandle h(a->index, a->model, a->device);
-      if (a->serve) return serve_queries(h, a->k);
+      search::ServiceOptions so;
+      so.model_override = a->model;
+      so.device = a->device;
+      so.max_k = std::max(so.max_k, a->k);  // the operator may ask for any k
+      search::QueryService svc(a->index, so);
+      if (a->serve) {
+        auto rep = search::serve_lines(svc, STDIN_FILENO, stdout, a->k);
+        char secs[32];
+        std::snprintf(secs, sizeof secs, "%.1f", rep.seconds);
+        return log::info("served " + std::to_string(rep.answered) + " queries (" + std::to_string(rep.failed) +
+                         " failed) in " + secs + " s");
+      }
       double load_ms = ms_since(t0);
-      auto t1 = Clock::now();
-      auto q = read_queries(h, a->images, a->ids, !a->montage.empty());
-      double embed_ms = ms_since(t1);
-      auto t2 = Clock::now();
-      auto hits = h.search(q.vectors, a->k, q.exclude);
-      double search_ms = ms_since(t2);
+      search::BatchTimings bt;
+      auto requests = command_line_requests(a->images, a->ids, a->k);
+      auto results = svc.query_many(std::move(requests), !a->montage.empty(), &bt);
+      std::vector<std::vector<search::Hit>> hits;
+      for (auto& r : results) {
+        if (r.fault != search::Fault::none) throw Error("", r.error);
+        hits.push_back(r.hits);
+      }
+      double embed_ms = bt.embed_ms, search_ms = bt.search_ms;
+      std::vector<std::string> names;
+      for (auto& r : results) names.push_back(r.name);
       if (!a->montage.empty()) {
-        std::vector<data::Image> firsts = q.images;
-        if (firsts.empty()) {
-          data::ImageFetcher fetch(3);
-          for (int64_t id : a->ids) firsts.push_back(fetch.get(h.describe(id, 1).path));
-        }
+        std::vector<data::Image> firsts;
+        for (auto& r : results) firsts.push_back(r.image);
+        for (size_t i = 0; i < a->ids.size(); ++i) firsts[i] = svc.item_image(a->ids[i]);
         search::write_hits_montage(firsts, {}, hits, a->k + 1, 96, a->montage);
       }
       if (globals().json) {
         nlohmann::json out = nlohmann::json::array();
-        for (size_t i = 0; i < hits.size(); ++i) out.push_back({{"query", q.names[i]}, {"hits", hits_json(hits[i])}});
+        for (size_t i = 0; i < hits.size(); ++i) out.push_back({{"query", names[i]}, {"hits", hits_json(hits[i])}});
         nlohmann::json j{{"index", a->index}, {"k", a->k}, {"results", out},
                          {"timings_ms", {{"load", load_ms}, {"embed", embed_ms}, {"search", search_ms},
                                          {"total", ms_since(t0)}}}};
@@ -312,7 +155,7 @@ void add_query(CLI::App& app) {
         std::cout << j.dump() << "\n";
       } else {
         for (size_t i = 0; i < hits.size(); ++i) {
-          std::cout << "query " << q.names[i] << "\n";
+          std::cout << "query " << names[i] << "\n";
           std::printf("%4s  %6s  %-16s  %s\n", "rank", "score", "label", "path");
           for (size_t r = 0; r < hits[i].size(); ++r) {
             const auto& x = hits[i][r];
@@ -358,11 +201,18 @@ void add_inspect(CLI::App& app) {
       if (modes != 1)
         throw CLI::ValidationError("inspect", "give exactly one of IMAGE, --categories, --clusters N, --propagation IMAGE");
       prepare_heap_for(a->index);
-      search::IndexHandle h(a->index, a->model);
+      search::ServiceOptions so;
+      so.model_override = a->model;
+      so.max_k = std::max(so.max_k, a->k);
+      search::QueryService svc(a->index, so);
+      auto file_request = [](const std::string& path) {
+        search::QueryRequest r;
+        r.name = r.path = path;
+        return r;
+      };
       namespace fs = std::filesystem;
       if (!a->image.empty()) {
-        auto q = h.embedder().embed_images({data::read_image_file(a->image, 0)});
-        auto cats = search::nearest_categories(h, q, a->k > 0 ? a->k : 50);
+        auto cats = svc.categories(file_request(a->image), a->k > 0 ? a->k : 50);
         if (globals().json) {
           nlohmann::json j = nlohmann::json::array();
           for (auto& s : cats) j.push_back({{"label", s.label}, {"category", s.name}, {"vote", s.vote}, {"centroid_cosine", s.centroid}});
@@ -374,7 +224,10 @@ void add_inspect(CLI::App& app) {
             std::printf("%-16s  %5.1f%%  %8.3f\n", cats[i].name.c_str(), 100 * cats[i].vote, cats[i].centroid);
         }
       } else if (a->categories) {
-        auto r = search::category_report(h, a->k > 0 ? a->k : 10, a->max_queries, globals().seed);
+        search::CategoryReport r;
+        svc.with_index([&](search::IndexHandle& h) {
+          r = search::category_report(h, a->k > 0 ? a->k : 10, a->max_queries, globals().seed);
+        });
         fs::create_directories(a->out);
         auto chart = (fs::path(a->out) / "category-purity.png").string();
         std::vector<std::string> names;
@@ -398,7 +251,10 @@ void add_inspect(CLI::App& app) {
           log::info("chart: " + chart);
         }
       } else if (a->clusters > 0) {
-        auto cl = search::cluster_collection(h, a->clusters, 8, 100000, globals().seed);
+        std::vector<search::Cluster> cl;
+        svc.with_index([&](search::IndexHandle& h) {
+          cl = search::cluster_collection(h, a->clusters, 8, 100000, globals().seed);
+        });
         fs::create_directories(a->out);
         auto png = (fs::path(a->out) / "clusters.png").string();
         std::vector<std::vector<search::Hit>> rows;
@@ -419,9 +275,8 @@ void add_inspect(CLI::App& app) {
           log::info("montage (one row per cluster): " + png);
         }
       } else {
-        auto img = data::read_image_file(a->propagation, 0);
-        auto q = h.embedder().embed_images({img});
-        auto v = search::propagation(h, q, a->k > 0 ? a->k : 4, a->hops);
+        data::Image img;
+        auto v = svc.propagation(file_request(a->propagation), a->k > 0 ? a->k : 4, a->hops, &img);
         fs::create_directories(a->out);
         auto png = (fs::path(a->out) / "propagation.png").string();
         std::vector<std::vector<search::Hit>> rows;

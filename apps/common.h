@@ -23,6 +23,7 @@ void add_demo_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_embed_commands(CLI::App& app);  // embed, index build|add|info
 void add_query_commands(CLI::App& app);  // query, inspect
+void add_serve_command(CLI::App& app);   // serve (HTTP + web page)
 void add_eval_commands(CLI::App& app);   // eval knn|retrieval
 
 // Range checks whose errors read like the rest ("-k: must be at least 1"); CLI11's own print

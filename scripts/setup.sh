@@ -12,6 +12,7 @@ packages=(
   nlohmann-json3-dev zlib1g-dev libxxhash-dev
   hdf5-tools
   dataset-fashion-mnist
+  libcpp-httplib-dev chromium
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -27,5 +28,17 @@ fi
 if dpkg-query -W -f='${Status}' libopenblas0-pthread 2>/dev/null | grep -q 'ok installed'; then
   echo "setup: warning: libopenblas0-pthread is installed and outranks libopenblas0-openmp;" \
        "remove it (apt-get remove libopenblas0-pthread) for fast kNN" >&2
+fi
+# puppeteer-core drives the system chromium in the browser test (tests/serve); its own browser
+# download is skipped, and it lives in a git-ignored folder beside the sources.
+if command -v npm >/dev/null; then
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  if [ ! -d "$root/third_party/node/node_modules/puppeteer-core" ]; then
+    mkdir -p "$root/third_party/node"
+    PUPPETEER_SKIP_DOWNLOAD=1 npm install --prefix "$root/third_party/node" --no-audit --no-fund \
+      --silent puppeteer-core@22.15.0
+  fi
+else
+  echo "setup: warning: npm not found; the browser test (tests/serve) will be skipped" >&2
 fi
 echo "setup: all system packages present"

@@ -73,6 +73,17 @@ void write_image_png(const Image& img, const std::string& out_png) {
   save_png(bgr, out_png);
 }
 
+std::vector<uint8_t> encode_png(const Image& img) {
+  if (img.empty() || (img.channels != 1 && img.channels != 3)) throw Error("", "no image to encode");
+  cv::Mat src(img.height, img.width, CV_8UC(img.channels), const_cast<uint8_t*>(img.pixels.data()));
+  cv::Mat bgr;
+  if (img.channels == 3) cv::cvtColor(src, bgr, cv::COLOR_RGB2BGR);
+  else bgr = src;
+  std::vector<uint8_t> out;
+  if (!cv::imencode(".png", bgr, out)) throw Error("", "PNG encoding failed");
+  return out;
+}
+
 void write_bar_chart(const std::string& title, const std::vector<std::string>& names,
                      const std::vector<double>& values, const std::string& out_png) {
   if (names.empty() || names.size() != values.size())

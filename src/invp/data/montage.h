@@ -22,6 +22,8 @@ void write_montage(const std::vector<Image>& tiles, const std::vector<std::strin
 
 // Writes one image (1 or 3 channels, RGB order) as a PNG, atomically.
 void write_image_png(const Image& img, const std::string& out_png);
+// The same PNG in memory (what `invp serve` sends for an item).
+std::vector<uint8_t> encode_png(const Image& img);
 
 // A horizontal bar chart of VALUES (shares in [0,1], drawn as percentages), one labelled
 // bar per name, with TITLE on top; written atomically as a PNG.
