@@ -9,6 +9,7 @@
 #include <invp/data/fetch.h>
 #include <invp/data/montage.h>
 #include <invp/search/index_dir.h>
+#include <invp/search/index_set.h>
 #include <invp/search/inspect.h>
 #include <invp/search/report.h>
 
@@ -81,7 +82,7 @@ struct Queries {
   torch::Tensor vectors;
 };
 
-Queries read_queries(search::IndexHandle& h, const std::vector<std::string>& inputs,
+Queries read_queries(search::IndexSet& h, const std::vector<std::string>& inputs,
                      const std::vector<int64_t>& ids, bool keep_images) {
   Queries q;
   if (!ids.empty()) {
@@ -175,7 +176,7 @@ class LineReader {
 // and input that arrives in bulk is embedded in batches of up to kQueryBatch. A line that
 // fails (unreadable image, unknown id) is answered with {"query", "error"}; the loop goes on
 // until the end of input.
-void serve_queries(search::IndexHandle& h, int k) {
+void serve_queries(search::IndexSet& h, int k) {
   LineReader in(STDIN_FILENO);
   std::vector<std::string> pending;
   int64_t answered = 0, failed = 0;
@@ -256,8 +257,8 @@ void serve_queries(search::IndexHandle& h, int k) {
 
 void add_query(CLI::App& app) {
   struct Args {
-    std::string index, model, montage, device = "cpu";
-    std::vector<std::string> images;
+    std::string model, montage, device = "cpu";
+    std::vector<std::string> index, images;
     std::vector<int64_t> ids;
     int k = 10;
     bool serve = false;
@@ -267,7 +268,9 @@ void add_query(CLI::App& app) {
       "query",
       "Find the most similar images in an index: prints rank, cosine score, label and path for "
       "each query (IMAGE files, '-' for a list of paths on stdin, or --id N for an indexed item).");
-  c->add_option("-i,--index", a->index, "Index directory (from invp index build)")->required();
+  c->add_option("-i,--index", a->index,
+                "Index directory (from invp index build or merge); repeat it to search several built "
+                "with one model as one collection (their ids must not overlap)")->required();
   c->add_option("images", a->images, "Query images, or '-' to read paths from stdin");
   c->add_option("--id", a->ids, "Query with indexed item(s) N (the item itself is left out)");
   c->add_option("-k", a->k, "Hits per query")->capture_default_str()->check(CLI::PositiveNumber);
@@ -284,8 +287,8 @@ void add_query(CLI::App& app) {
   c->callback([a] {
     globals().action = [a] {
       auto t0 = Clock::now();
-      prepare_heap_for(a->index);
-      search::IndexHandle h(a->index, a->model, a->device);
+      if (a->index.size() == 1) prepare_heap_for(a->index[0]);  // one-way: only for a single file's size
+      search::IndexSet h(a->index, a->model, a->device);
       if (a->serve) return serve_queries(h, a->k);
       double load_ms = ms_since(t0);
       auto t1 = Clock::now();
@@ -305,7 +308,7 @@ void add_query(CLI::App& app) {
       if (globals().json) {
         nlohmann::json out = nlohmann::json::array();
         for (size_t i = 0; i < hits.size(); ++i) out.push_back({{"query", q.names[i]}, {"hits", hits_json(hits[i])}});
-        nlohmann::json j{{"index", a->index}, {"k", a->k}, {"results", out},
+        nlohmann::json j{{"index", a->index.size() == 1 ? nlohmann::json(a->index[0]) : nlohmann::json(a->index)}, {"k", a->k}, {"results", out},
                          {"timings_ms", {{"load", load_ms}, {"embed", embed_ms}, {"search", search_ms},
                                          {"total", ms_since(t0)}}}};
         if (!a->montage.empty()) j["montage"] = a->montage;
