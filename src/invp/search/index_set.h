@@ -2,8 +2,10 @@
 // each directory answers its own top k and the lists are merged by score, as FAISS
 // IndexShards does (merged here: 1.7.3's IndexShards throws on per-query parameters, and
 // each directory keeps its own tuned ones). The directories must hold embeddings of one
-// model and disjoint ids (parts of one source keep their source positions); overlapping id
-// ranges are refused when the set is opened.
+// model and disjoint ids (parts of one source keep their source positions). The check is by
+// id range (first and last id of each directory, two reads), so directories whose ranges
+// interleave are refused even when their ids happen to be disjoint: checking every id would
+// read all of them at every start.
 #pragma once
 #include <invp/search/index_dir.h>
 
