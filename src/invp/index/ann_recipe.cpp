@@ -410,10 +410,10 @@ AutoChoice choose_recipe(int64_t n, int64_t dim, int64_t max_memory_bytes) {
   // the quantizer, OPQ matrix and codebooks stay in memory.
   const int64_t lists = n * (detail::pq_subquantizers(dim) + 8);
   if (fits(ivf_pq - lists)) {
-    auto c = pick("ivf-pq", "even compressed codes would need " + detail::human_bytes(ivf_pq) +
-                                ", so the inverted lists go to disk (.ivfdata, memory-mapped at search)");
-    c.on_disk = true;
-    c.estimated_bytes = ivf_pq - lists;
+    AutoChoice c{builtin_recipe("ivf-pq", dim), "", ivf_pq - lists, true};
+    c.reason = "ivf-pq on disk for " + size + ": even compressed codes would need " + detail::human_bytes(ivf_pq) +
+               ", so the inverted lists go to an .ivfdata file memory-mapped at search (in memory: " +
+               detail::human_bytes(c.estimated_bytes) + ", " + budget + ")";
     return c;
   }
   throw Error("", size + " need about " + detail::human_bytes(ivf_pq - lists) +

@@ -282,6 +282,16 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   if (!reader.has_embeddings()) throw Error(embeddings_h5, "holds no /embeddings");
   const int64_t n = reader.size(), d = reader.dim();
   if (n == 0) throw Error(embeddings_h5, "holds no rows", "embed a non-empty collection first");
+  {
+    // On-disk builds go train → slices → merge, each step taking DIR's lock itself.
+    bool on_disk = opts.on_disk;
+    std::string reason;
+    auto recipe = resolve_recipe(opts.recipe, n, d, opts.max_memory, &reason, &on_disk);
+    if (on_disk) {
+      log::info(reason);
+      return build_on_disk(embeddings_h5, dir, opts, recipe, reason);
+    }
+  }
   DirLock lock(dir);
   IndexInfo info;
   int gen = 1;
@@ -317,12 +327,7 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
               ": the index answers --id queries only (pass --model to query by image)");
   }
 
-  bool on_disk = opts.on_disk;
-  info.recipe = resolve_recipe(opts.recipe, n, d, opts.max_memory, &info.choice_reason, &on_disk);
-  if (on_disk || opts.on_disk) {
-    if (!opts.on_disk) log::info(info.choice_reason);
-    return build_on_disk(embeddings_h5, dir, opts, info.recipe, info.choice_reason);
-  }
+  info.recipe = resolve_recipe(opts.recipe, n, d, opts.max_memory, &info.choice_reason, nullptr);
   index::AnnIndex ann(info.recipe, d, n);
   info.factory = ann.factory();
   log::info("index " + info.factory + " for " + std::to_string(n) + " x " + std::to_string(d) +
