@@ -270,7 +270,9 @@ void add_query(CLI::App& app) {
       "each query (IMAGE files, '-' for a list of paths on stdin, or --id N for an indexed item).");
   c->add_option("-i,--index", a->index,
                 "Index directory (from invp index build or merge); repeat it to search several built "
-                "with one model as one collection (their ids must not overlap)")->required();
+                "with one model as one collection (their ids must not overlap)")
+      ->required()
+      ->allow_extra_args(false);  // one directory per --index: what follows is a query image
   c->add_option("images", a->images, "Query images, or '-' to read paths from stdin");
   c->add_option("--id", a->ids, "Query with indexed item(s) N (the item itself is left out)");
   c->add_option("-k", a->k, "Hits per query")->capture_default_str()->check(CLI::PositiveNumber);
