@@ -111,7 +111,8 @@ nlohmann::json info_json(const std::string& dir, const search::IndexInfo& i) {
           {"size", i.size}, {"dim", i.dim}, {"search_params", i.search_params},
           {"recall_at_k", i.recall}, {"k", i.tuned_k}, {"queries_per_second", i.queries_per_second},
           {"build_seconds", i.build_seconds}, {"has_model", i.has_model}, {"generation", i.generation},
-          {"precision", i.precision}};
+          {"precision", i.precision}, {"kind", i.kind}, {"on_disk", !i.ivfdata.empty()},
+          {"rerank", i.rerank}, {"rerank_recall_at_k", i.rerank_recall}};
 }
 
 void print_info(const std::string& dir, const search::IndexInfo& i) {
@@ -124,6 +125,9 @@ void print_info(const std::string& dir, const search::IndexInfo& i) {
   std::cout << (i.search_params.empty() ? "(exact)" : "") << "\n"
             << "recall@" << i.tuned_k << "  " << fmt("%.3f", i.recall) << " (target "
             << fmt("%.2f", i.target_recall) << ")\n"
+            << (i.rerank ? "rerank     " + std::to_string(i.rerank) + " candidates: recall@" + std::to_string(i.tuned_k) +
+                               " " + fmt("%.3f", i.rerank_recall) + "\n" : "")
+            << (i.ivfdata.empty() ? "" : "lists      " + i.ivfdata + " (on disk, memory-mapped)\n")
             << "speed      " << fmt("%.0f", i.queries_per_second) << " queries/s (one thread budget, batch)\n"
             << "model      " << (i.has_model ? "model.pt (query by image)" : "none (--id queries only)") << "\n";
 }
@@ -151,9 +155,27 @@ void add_index(CLI::App& app) {
   build->add_option("-k", b->k, "k of the recall target")->capture_default_str();
   build->add_option("--tune-queries", b->tune_queries, "Held-out queries used to tune")->capture_default_str();
   build->add_option("-m,--model", b->model_pt, "Model that made the embeddings (default: the one recorded in the file)");
-  build->callback([b, bin, bout] {
-    globals().action = [b, bin, bout] {
+  auto btrained = std::make_shared<std::string>();
+  build->add_option("--trained", *btrained,
+                    "Fill a slice: add the embeddings (one part of the source) to a copy of this trained index "
+                    "directory (invp index train); merge the slices with invp index merge");
+  build->add_flag("--on-disk", b->on_disk,
+                  "IVF recipes: put the inverted lists in an .ivfdata file searched memory-mapped (auto does so "
+                  "when even compressed codes exceed --max-memory), built in slices of --slice-rows");
+  build->add_option("--slice-rows", b->slice_rows, "On-disk builds: vectors filled in memory at a time")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  build->add_option("--rerank", b->rerank,
+                    "Re-rank this many candidates exactly from the vectors file on disk (for PQ codes; 0 = off)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  build->callback([b, bin, bout, btrained] {
+    globals().action = [b, bin, bout, btrained] {
       b->seed = globals().seed;
+      if (!btrained->empty()) {
+        auto i = search::fill_slice(*btrained, *bin, *bout);
+        if (globals().json) std::cout << info_json(*bout, i).dump() << "\n";
+        else std::cout << "slice " << *bout << ": " << i.size << " x " << i.dim << " (" << i.factory << ")\n";
+        return;
+      }
       auto r = search::build_index(*bin, *bout, *b);
       if (globals().json) std::cout << info_json(*bout, r.info).dump() << "\n";
       else print_info(*bout, r.info);
@@ -209,6 +231,49 @@ void add_index(CLI::App& app) {
       else
         std::cout << "added " << r.added << " items (ids " << r.first_id << ".."
                   << r.first_id + r.added - 1 << ") to " << *adir << ": " << r.size << " items\n";
+    };
+  });
+
+  auto t = std::make_shared<search::TrainOptions>();
+  auto tin = std::make_shared<std::string>(), tout = std::make_shared<std::string>();
+  auto* train = idx->add_subcommand(
+      "train",
+      "Train an IVF index (coarse quantizer, OPQ/PQ) on a sample of embeddings and write it empty; "
+      "fill it in slices with index build --trained, one per embeddings part, then index merge.");
+  train->add_option("-e,--embeddings", *tin, "Sample embeddings file")->required();
+  train->add_option("-o,--out", *tout, "Trained index directory to write")->required();
+  train->add_option("-r,--recipe", t->recipe, "ivf-flat, ivf-pq or an IVF recipe file")->capture_default_str();
+  train->add_option("--size", t->expected_n, "Vectors the whole index will hold (sets {nlist}; default: the sample's)");
+  train->callback([t, tin, tout] {
+    globals().action = [t, tin, tout] {
+      t->seed = globals().seed;
+      auto i = search::train_index(*tin, *tout, *t);
+      if (globals().json) std::cout << info_json(*tout, i).dump() << "\n";
+      else std::cout << "trained " << *tout << ": " << i.factory << " (" << i.dim << " dims)\n";
+    };
+  });
+
+  auto m = std::make_shared<search::BuildOptions>();
+  auto min = std::make_shared<std::vector<std::string>>();
+  auto mout = std::make_shared<std::string>();
+  auto* merge = idx->add_subcommand(
+      "merge",
+      "Merge slices filled from one trained index (refusing other trainings, models and overlapping ids) "
+      "into one index directory, as a new generation committed last, and tune nprobe on the whole.");
+  merge->add_option("slices", *min, "Slice directories from index build --trained")->required();
+  merge->add_option("-o,--out", *mout, "Index directory to write")->required();
+  merge->add_flag("--on-disk", m->on_disk, "Write the inverted lists to an .ivfdata file searched memory-mapped");
+  merge->add_option("--target-recall", m->target_recall, "Recall@k to tune for")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  merge->add_option("-k", m->k, "k of the recall target")->capture_default_str();
+  merge->add_option("--tune-queries", m->tune_queries, "Held-out queries used to tune")->capture_default_str();
+  merge->add_option("--rerank", m->rerank, "Re-rank this many candidates exactly from the vectors file (0 = off)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  merge->callback([m, min, mout] {
+    globals().action = [m, min, mout] {
+      m->seed = globals().seed;
+      auto r = search::merge_slices(*min, *mout, *m);
+      if (globals().json) std::cout << info_json(*mout, r.info).dump() << "\n";
+      else print_info(*mout, r.info);
     };
   });
 

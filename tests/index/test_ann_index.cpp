@@ -279,7 +279,7 @@ TEST(ChooseRecipe, RulesAndBudgets) {
     EXPECT_FALSE(c.reason.empty());
     EXPECT_NE(c.reason.find(c.recipe.name), std::string::npos) << c.reason;
     if (mem > 0) EXPECT_LE(c.estimated_bytes, mem) << c.reason;
-    EXPECT_EQ(c.estimated_bytes, estimate_memory(c.recipe, n, dim));
+    if (!c.on_disk) EXPECT_EQ(c.estimated_bytes, estimate_memory(c.recipe, n, dim));
     std::printf("[ auto     ] n=%-9lld dim=%-4lld mem=%-12lld -> %s\n", (long long)n, (long long)dim,
                 (long long)mem, c.reason.c_str());
     return c.recipe.name;
@@ -297,7 +297,15 @@ TEST(ChooseRecipe, RulesAndBudgets) {
   // Not even flat vectors fit: compressed codes.
   EXPECT_EQ(family(500000, 128, estimate_memory(ivf, 500000, 128) - 1), "ivf-pq");
   EXPECT_EQ(family(10000000, 128, 2 * gib), "ivf-pq");
-  EXPECT_THROW(choose_recipe(10000000, 128, 100 << 20), invp::Error);
+  EXPECT_FALSE(choose_recipe(10000000, 128, 2 * gib).on_disk);
+  // Not even the codes fit (10M x (32 + 8) bytes > 100 MiB): the lists go to disk, the
+  // quantizer and codebooks stay; below even those, refused.
+  const AutoChoice disk = choose_recipe(10000000, 128, 100 << 20);
+  EXPECT_TRUE(disk.on_disk);
+  EXPECT_EQ(disk.recipe.name, "ivf-pq");
+  EXPECT_NE(disk.reason.find("disk"), std::string::npos) << disk.reason;
+  EXPECT_LE(disk.estimated_bytes, 100 << 20);
+  EXPECT_THROW(choose_recipe(10000000, 128, 1 << 20), invp::Error);
   EXPECT_THROW(choose_recipe(0, 128, 0), invp::Error);
   // The estimates order the families as expected.
   const int64_t n = 200000, dim = 128;

@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <faiss/AutoTune.h>
+#include <faiss/IVFlib.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
@@ -20,12 +21,17 @@
 #include <faiss/impl/FaissException.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/invlists/OnDiskInvertedLists.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <typeinfo>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace invp::index {
 namespace {
@@ -205,6 +211,7 @@ void AnnIndex::add(const at::Tensor& vectors, const at::Tensor& ids) {
   if (!ids.defined() || ids.dim() != 1 || ids.size(0) != n || ids.scalar_type() != at::kLong || !ids.device().is_cpu())
     throw Error("", "ids must be a CPU int64 vector with one id per row (" + std::to_string(n) + ")");
   if (!is_trained()) throw Error("", impl_->factory + " must be trained before adding", "call train() first");
+  if (on_disk()) throw Error("", "the inverted lists of this index are mapped read-only from disk", "add a slice instead");
   if (n == 0) return;
   const at::Tensor id = ids.contiguous();
   if (id.min().item<int64_t>() < 0) throw Error("", "ids must be ≥ 0 (−1 marks a missing result)");
@@ -238,6 +245,11 @@ KnnResult AnnIndex::search(const at::Tensor& queries, int k) const {
     r.similarities.narrow(1, 0, kk).copy_(sims);
   }
   return r;
+}
+
+bool AnnIndex::is_ivf() const { return impl_->ivf != nullptr; }
+bool AnnIndex::on_disk() const {
+  return impl_->ivf && dynamic_cast<const faiss::OnDiskInvertedLists*>(impl_->ivf->invlists) != nullptr;
 }
 
 std::vector<std::string> AnnIndex::tunable_parameters() const {
@@ -296,23 +308,57 @@ void AnnIndex::write(const std::string& path) const {
   });
 }
 
+namespace {
+// FAISS 1.7.3 prints a line on stdout whenever it re-points on-disk lists at the index's own
+// directory (IO_FLAG_ONDISK_SAME_DIR); stdout carries query results (JSON lines under
+// --serve), so it is pointed at /dev/null for the duration of the read. Nothing else writes
+// stdout while an index loads (answers wait for the index).
+faiss::Index* read_quietly(const std::string& path) {
+  std::fflush(stdout);
+  const int saved = ::dup(1), null = ::open("/dev/null", O_WRONLY);
+  if (saved >= 0 && null >= 0) ::dup2(null, 1);
+  if (null >= 0) ::close(null);
+  struct Restore {
+    int saved;
+    ~Restore() {
+      std::fflush(stdout);
+      if (saved >= 0) ::dup2(saved, 1), ::close(saved);
+    }
+  } restore{saved};
+  return faiss::read_index(path.c_str(), faiss::IO_FLAG_ONDISK_SAME_DIR | faiss::IO_FLAG_READ_ONLY);
+}
+}  // namespace
+
+void check_file(const CheckedFile& f, const std::string& fix) {
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(f.path, ec);
+  if (ec) throw Error(f.path, "cannot read index file: " + ec.message(), fix);
+  if (f.bytes < 0 || f.xxh3.empty())
+    throw Error(f.path, "no expected size and hash to check the index file against", fix);
+  if (int64_t(bytes) != f.bytes)
+    throw Error(f.path, "index file has " + std::to_string(bytes) + " bytes, expected " +
+                            std::to_string(f.bytes) + " (truncated or replaced)", fix);
+  if (hash_file(f.path) != f.xxh3)
+    throw Error(f.path, "index file contents differ from the expected hash (corrupt or replaced)", fix);
+}
+
 AnnIndex AnnIndex::read(const std::string& path, int64_t expected_bytes, const std::string& expected_hash) {
   const std::string fix = "rebuild the index";
-  std::error_code ec;
-  const auto bytes = std::filesystem::file_size(path, ec);
-  if (ec) throw Error(path, "cannot read index file: " + ec.message(), fix);
-  if (expected_bytes < 0 || expected_hash.empty())
-    throw Error(path, "no expected size and hash to check the index file against", fix);
-  if (int64_t(bytes) != expected_bytes)
-    throw Error(path, "index file has " + std::to_string(bytes) + " bytes, expected " +
-                          std::to_string(expected_bytes) + " (truncated or replaced)", fix);
-  if (hash_file(path) != expected_hash)
-    throw Error(path, "index file contents differ from the expected hash (corrupt or replaced)", fix);
+  check_file({path, expected_bytes, expected_hash}, fix);
   std::unique_ptr<faiss::Index> idx;
   try {
-    idx.reset(faiss::read_index(path.c_str()));
+    idx.reset(read_quietly(path));
   } catch (const std::exception& e) {
     throw Error(path, std::string("not a readable FAISS index: ") + e.what(), fix);
+  }
+  // Mapped lists past the end of a truncated .ivfdata would fault (SIGBUS) on first touch.
+  if (auto* ivf = faiss::ivflib::try_extract_index_ivf(idx.get())) {
+    if (auto* od = dynamic_cast<faiss::OnDiskInvertedLists*>(ivf->invlists)) {
+      std::error_code ec;
+      const auto have = std::filesystem::file_size(od->filename, ec);
+      if (ec || have < od->totsize)
+        throw Error(od->filename, "inverted lists file is shorter than the index says (truncated)", fix);
+    }
   }
   if (!idx || idx->d < 1) throw Error(path, "not a usable FAISS index", fix);
   if (!has_stable_ids(idx.get()))

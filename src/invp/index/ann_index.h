@@ -57,10 +57,14 @@ int64_t estimate_memory(const Recipe& recipe, int64_t n, int64_t dim);
 // The automatic choice (autofaiss-style), first rule that fits max_memory_bytes (0 = no
 // limit): Flat for n < 50 000; HNSW32 for n ≤ 1M; IVF-Flat; OPQ/IVF-PQ. Throws invp::Error
 // when not even IVF-PQ fits. `reason` is one human-readable line saying why.
+// When not even the IVF-PQ codes fit but its fixed part (quantizer, OPQ, PQ centroids) does,
+// the choice is IVF-PQ with on_disk set: the inverted lists go to an .ivfdata file that
+// search memory-maps (the page cache holds what is hot; anonymous memory stays bounded).
 struct AutoChoice {
   Recipe recipe;
   std::string reason;
   int64_t estimated_bytes = 0;
+  bool on_disk = false;
 };
 AutoChoice choose_recipe(int64_t n, int64_t dim, int64_t max_memory_bytes);
 
@@ -98,14 +102,43 @@ class AnnIndex {
   // sees a byte; every failure, FAISS's included, is an invp::Error naming the file.
   // Search parameters are kept in the file.
   void write(const std::string& path) const;
+  // An index whose inverted lists live in an .ivfdata file (merge_ivf_slices with an ivfdata
+  // path) is read with them memory-mapped read-only, the .ivfdata looked up in the same
+  // directory as `path` (so the directory can move); its size is checked against the lists'
+  // extent before FAISS maps it. add() on such an index throws (add a slice instead).
   static AnnIndex read(const std::string& path, int64_t expected_bytes,
                        const std::string& expected_hash);
+
+  bool is_ivf() const;
+  bool on_disk() const;  // inverted lists memory-mapped from an .ivfdata file
 
  private:
   AnnIndex() = default;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// A file with the size and XXH3-128 recorded for it (index.json), checked before FAISS reads it.
+struct CheckedFile {
+  std::string path;
+  int64_t bytes = -1;
+  std::string xxh3;
+};
+
+// Merges IVF slices (files written by AnnIndex::write, each the same trained index with
+// different vectors added; ids must not overlap, which the caller checks) into one index at
+// out_path, written atomically. `trained` is the empty trained index they were filled from:
+// every slice must have its quantizer and codebooks (FAISS's merge check, byte-compared),
+// else invp::Error naming the slice. ivfdata empty: the lists are merged in memory, one slice
+// read at a time. ivfdata given: the slices are memory-mapped (FAISS IO_FLAG_MMAP) and their
+// lists copied into a FAISS OnDiskInvertedLists file at that path (same directory as
+// out_path), which out_path then refers to; anonymous memory stays at the trained index plus
+// list bookkeeping. Returns the number of vectors merged.
+int64_t merge_ivf_slices(const CheckedFile& trained, const std::vector<CheckedFile>& slices,
+                         const std::string& out_path, const std::string& ivfdata);
+
+// Throws invp::Error naming the file unless it exists with the expected size and hash.
+void check_file(const CheckedFile& f, const std::string& fix);
 
 // Mean over queries of |found_i ∩ truth_i| / k (both Q×k int64; −1 entries never match;
 // a truth row with fewer than k valid ids divides by its count of valid ids instead).

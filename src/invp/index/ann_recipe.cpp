@@ -406,7 +406,18 @@ AutoChoice choose_recipe(int64_t n, int64_t dim, int64_t max_memory_bytes) {
                                           : "HNSW would need " + detail::human_bytes(hnsw));
   if (fits(ivf_pq))
     return pick("ivf-pq", "flat vectors would need " + detail::human_bytes(ivf_flat) + ", compressed codes fit");
-  throw Error("", size + " need about " + detail::human_bytes(ivf_pq) + " even as IVF-PQ, over " + budget,
+  // The codes and ids are what an on-disk index keeps out of memory (mapped from .ivfdata);
+  // the quantizer, OPQ matrix and codebooks stay in memory.
+  const int64_t lists = n * (detail::pq_subquantizers(dim) + 8);
+  if (fits(ivf_pq - lists)) {
+    AutoChoice c{builtin_recipe("ivf-pq", dim), "", ivf_pq - lists, true};
+    c.reason = "ivf-pq on disk for " + size + ": even compressed codes would need " + detail::human_bytes(ivf_pq) +
+               ", so the inverted lists go to an .ivfdata file memory-mapped at search (in memory: " +
+               detail::human_bytes(c.estimated_bytes) + ", " + budget + ")";
+    return c;
+  }
+  throw Error("", size + " need about " + detail::human_bytes(ivf_pq - lists) +
+                      " for the IVF-PQ quantizer and codebooks alone, over " + budget,
               "raise --max-memory or index fewer vectors");
 }
 

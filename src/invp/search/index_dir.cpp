@@ -8,6 +8,7 @@
 #include <invp/index/exact_knn.h>
 #include <invp/model/model_io.h>
 #include <invp/search/index_dir.h>
+#include <invp/search/index_dir_detail.h>
 
 #include <nlohmann/json.hpp>
 #include <omp.h>
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <future>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <set>
 #include <sstream>
@@ -28,8 +30,7 @@ namespace invp::search {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-namespace {
-constexpr int64_t kBlockRows = 65536;
+namespace detail {
 
 
 std::string read_text(const std::string& path) {
@@ -42,6 +43,8 @@ std::string read_text(const std::string& path) {
 
 std::string index_file(int gen) { return "index-" + std::to_string(gen) + ".faiss"; }
 std::string meta_file(int gen) { return "meta-" + std::to_string(gen) + ".h5"; }
+std::string lists_file(int gen) { return "lists-" + std::to_string(gen) + ".ivfdata"; }
+std::string added_file(int gen) { return "added-" + std::to_string(gen) + ".faiss"; }
 
 FileRecord record_of(const std::string& path) {
   return {int64_t(fs::file_size(path)), hash_file(path)};
@@ -60,8 +63,11 @@ void remove_leftovers(const std::string& dir, const IndexInfo& keep) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    const bool data = (name.rfind("index-", 0) == 0 && name.find(".faiss") != std::string::npos) ||
-                      (name.rfind("meta-", 0) == 0 && name.find(".h5") != std::string::npos);
+    auto is = [&](const char* prefix, const char* ext) {
+      return name.rfind(prefix, 0) == 0 && name.find(ext) != std::string::npos;
+    };
+    const bool data = is("index-", ".faiss") || is("meta-", ".h5") || is("lists-", ".ivfdata") ||
+                      is("added-", ".faiss") || is("trained", ".faiss");
     const bool temp = name.find(".tmp.") != std::string::npos;
     if ((data || temp) && !keep.files.count(name)) {
       std::error_code ec2;
@@ -124,10 +130,11 @@ torch::Tensor exact_truth(const store::EmbeddingReader& r, const torch::Tensor& 
 }
 
 index::Recipe resolve_recipe(const std::string& spec, int64_t n, int64_t dim, int64_t max_memory,
-                             std::string* reason) {
+                             std::string* reason, bool* on_disk) {
   if (spec == "auto") {
     auto c = index::choose_recipe(n, dim, max_memory);
     *reason = c.reason;
+    if (on_disk) *on_disk = c.on_disk;
     return c.recipe;
   }
   auto names = index::builtin_recipe_names();
@@ -140,12 +147,39 @@ index::Recipe resolve_recipe(const std::string& spec, int64_t n, int64_t dim, in
   *reason = "recipe file " + spec;
   return index::load_recipe(spec);
 }
-}  // namespace
+void train_ann(index::AnnIndex& ann, const store::EmbeddingReader& reader, const index::Recipe& recipe,
+               uint64_t seed) {
+  const int64_t n = reader.size();
+  if (!ann.is_trained()) {
+    const int64_t m = recipe.train_size > 0 ? std::min(recipe.train_size, n) : n;
+    log::info("training on " + std::to_string(m) + " vectors");
+    auto sample = gather_rows(reader, sample_rows(n, m, seed));
+    // OPQ/PQ training is many small parallel regions; with libgomp busy-waiting it runs much
+    // slower on 2 threads than on 1 (docs/ARCHITECTURE.md, "Threads"): train on one.
+    const bool pq = ann.factory().find("PQ") != std::string::npos;
+    const int threads = omp_get_max_threads();
+    if (pq) omp_set_num_threads(1);
+    try {
+      ann.train(sample);
+    } catch (...) {
+      omp_set_num_threads(threads);
+      throw;
+    }
+    omp_set_num_threads(threads);
+  }
+}
+}  // namespace detail
+using namespace detail;
 
 std::string IndexInfo::to_json() const {
   json files_j = json::object();
   for (auto& [name, f] : files) files_j[name] = {{"bytes", f.bytes}, {"xxh3", f.xxh3}};
   json j{{"format_version", kIndexFormatVersion},
+         {"kind", kind},
+         {"trained_hash", trained_hash},
+         {"ivfdata", ivfdata},
+         {"added", added},
+         {"rerank", rerank},
          {"recipe", {{"name", recipe.name}, {"factory", recipe.factory}, {"metric", recipe.metric},
                      {"train_size", recipe.train_size}, {"search", recipe.search}}},
          {"factory", factory},
@@ -161,7 +195,8 @@ std::string IndexInfo::to_json() const {
          {"files", files_j},
          {"search_params", search_params},
          {"measured", {{"k", tuned_k}, {"target_recall", target_recall}, {"recall_at_k", recall},
-                       {"queries_per_second", queries_per_second}, {"build_seconds", build_seconds}}},
+                       {"queries_per_second", queries_per_second}, {"build_seconds", build_seconds},
+                       {"rerank_recall_at_k", rerank_recall}}},
          {"source", source},
          {"created", created},
          {"updated", updated}};
@@ -176,6 +211,11 @@ IndexInfo IndexInfo::from_json(const std::string& text, const std::string& file)
     if (v != kIndexFormatVersion)
       throw Error(file, "index format version " + std::to_string(v) + " is not supported",
                   "rebuild the index with this invp");
+    i.kind = j.value("kind", "index");
+    i.trained_hash = j.value("trained_hash", "");
+    i.ivfdata = j.value("ivfdata", "");
+    i.added = j.value("added", "");
+    i.rerank = j.value("rerank", 0);
     auto& r = j.at("recipe");
     i.recipe.name = r.at("name").get<std::string>();
     i.recipe.factory = r.at("factory").get<std::string>();
@@ -200,14 +240,18 @@ IndexInfo IndexInfo::from_json(const std::string& text, const std::string& file)
     i.recall = m.at("recall_at_k").get<double>();
     i.queries_per_second = m.at("queries_per_second").get<double>();
     i.build_seconds = m.value("build_seconds", 0.0);
+    i.rerank_recall = m.value("rerank_recall_at_k", 0.0);
     i.source = j.value("source", "");
     i.created = j.value("created", "");
     i.updated = j.value("updated", "");
   } catch (const json::exception& e) {
     throw Error(file, std::string("invalid index.json: ") + e.what(), "rebuild the index");
   }
-  if (i.dim <= 0 || i.size < 0 || i.next_id < 0 || i.generation < 1 ||
-      !i.files.count(index_file(i.generation)) || !i.files.count(meta_file(i.generation)))
+  const bool trained = i.kind == "trained";
+  if (i.dim <= 0 || i.size < 0 || i.next_id < 0 || i.generation < 1 || i.rerank < 0 ||
+      (i.kind != "index" && !trained && i.kind != "slice") ||
+      !i.files.count(index_file(i.generation)) || (!trained && !i.files.count(meta_file(i.generation))) ||
+      (!i.ivfdata.empty() && !i.files.count(i.ivfdata)) || (!i.added.empty() && !i.files.count(i.added)))
     throw Error(file, "inconsistent index.json (dim, size, generation or files)", "rebuild the index");
   for (auto& [name, f] : i.files)
     if (name.find('/') != std::string::npos || name.find("..") != std::string::npos || f.bytes < 0)
@@ -238,6 +282,16 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   if (!reader.has_embeddings()) throw Error(embeddings_h5, "holds no /embeddings");
   const int64_t n = reader.size(), d = reader.dim();
   if (n == 0) throw Error(embeddings_h5, "holds no rows", "embed a non-empty collection first");
+  {
+    // On-disk builds go train → slices → merge, each step taking DIR's lock itself.
+    bool on_disk = opts.on_disk;
+    std::string reason;
+    auto recipe = resolve_recipe(opts.recipe, n, d, opts.max_memory, &reason, &on_disk);
+    if (on_disk) {
+      log::info(reason);
+      return build_on_disk(embeddings_h5, dir, opts, recipe, reason);
+    }
+  }
   DirLock lock(dir);
   IndexInfo info;
   int gen = 1;
@@ -273,28 +327,12 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
               ": the index answers --id queries only (pass --model to query by image)");
   }
 
-  info.recipe = resolve_recipe(opts.recipe, n, d, opts.max_memory, &info.choice_reason);
+  info.recipe = resolve_recipe(opts.recipe, n, d, opts.max_memory, &info.choice_reason, nullptr);
   index::AnnIndex ann(info.recipe, d, n);
   info.factory = ann.factory();
   log::info("index " + info.factory + " for " + std::to_string(n) + " x " + std::to_string(d) +
             ": " + info.choice_reason);
-  if (!ann.is_trained()) {
-    const int64_t m = info.recipe.train_size > 0 ? std::min(info.recipe.train_size, n) : n;
-    log::info("training on " + std::to_string(m) + " vectors");
-    auto sample = gather_rows(reader, sample_rows(n, m, opts.seed));
-    // OPQ/PQ training is many small parallel regions; with libgomp busy-waiting it runs much
-    // slower on 2 threads than on 1 (docs/ARCHITECTURE.md, "Threads"): train on one.
-    const bool pq = info.factory.find("PQ") != std::string::npos;
-    const int threads = omp_get_max_threads();
-    if (pq) omp_set_num_threads(1);
-    try {
-      ann.train(sample);
-    } catch (...) {
-      omp_set_num_threads(threads);
-      throw;
-    }
-    omp_set_num_threads(threads);
-  }
+  train_ann(ann, reader, info.recipe, opts.seed);
   {
     Progress bar("add", (n + kBlockRows - 1) / kBlockRows, "vectors", double(kBlockRows));
     int64_t last = -1, b = 0;
@@ -321,6 +359,7 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   info.target_recall = opts.target_recall;
   info.recall = tuned.recall;
   info.queries_per_second = tuned.queries_per_second;
+  info.rerank = opts.rerank;
   if (tuned.recall < opts.target_recall)
     log::warn("recall@" + std::to_string(k) + " " + std::to_string(tuned.recall) +
               " stays below the target " + std::to_string(opts.target_recall) + " at the largest setting");
@@ -382,12 +421,23 @@ AddReport add_to_index(const std::string& dir, const store::Rows& rows, const st
   store::Rows add = rows;
   for (int64_t i = 0; i < add.size(); ++i) add.ids[size_t(i)] = info.next_id + i;
   auto ids = torch::from_blob(add.ids.data(), {add.size()}, torch::kLong).clone();
-  h.ann().add(add.embeddings.contiguous(), ids);
-
-  // New generation: index file, then meta (old rows streamed, new ones appended), then commit.
   const auto ipath = (fs::path(dir) / index_file(gen)).string();
   const auto mpath = (fs::path(dir) / meta_file(gen)).string();
-  h.ann().write(ipath);
+  auto kept = info.files;
+  if (!info.ivfdata.empty()) {
+    // The mapped lists stay as they are; the new vectors become (part of) the added slice.
+    add_on_disk(dir, info, add);
+    info.files.clear();
+    copy_atomically((fs::path(dir) / index_file(old_gen)).string(), ipath);
+    for (const auto& name : {std::string("trained.faiss"), info.ivfdata}) info.files[name] = kept.at(name);
+    info.files[info.added] = record_of((fs::path(dir) / info.added).string());
+  } else {
+    info.files.clear();
+    h.ann().add(add.embeddings.contiguous(), ids);
+    h.ann().write(ipath);
+    if (kept.count("trained.faiss")) info.files["trained.faiss"] = kept.at("trained.faiss");
+  }
+  // New generation: index file, then meta (old rows streamed, new ones appended), then commit.
   {
     auto meta = h.meta().meta();
     store::EmbeddingWriter w(mpath, meta, kBlockRows);
@@ -397,7 +447,6 @@ AddReport add_to_index(const std::string& dir, const store::Rows& rows, const st
     w.finish();
   }
   info.generation = gen;
-  info.files.clear();
   info.files[index_file(gen)] = record_of(ipath);
   info.files[meta_file(gen)] = record_of(mpath);
   info.size += add.size();
@@ -419,8 +468,12 @@ IndexHandle::IndexHandle(const std::string& dir, const std::string& model_overri
       throw Error(p, "size differs from index.json (truncated or replaced)", "rebuild the index");
     return p;
   };
+  if (info_.kind == "trained")
+    throw Error(dir, "is a trained index without vectors", "fill it with invp index build --trained, then merge");
   auto ipath = check(index_file(info_.generation));
   auto mpath = check(meta_file(info_.generation));
+  if (!info_.ivfdata.empty()) check(info_.ivfdata);  // sizes only: hashed when merged
+  if (!info_.added.empty()) check(info_.added);
   // The FAISS file (most of the opening time: hashing + read_index) loads on a background
   // thread while the caller goes on, typically loading the model and embedding its queries;
   // ann() waits for it. A query's time after start-up is then max(load, embed) + search.
@@ -428,13 +481,26 @@ IndexHandle::IndexHandle(const std::string& dir, const std::string& model_overri
   ann_loading_ = std::async(std::launch::async, [ipath, rec] {
     return index::AnnIndex::read(ipath, rec.bytes, rec.xxh3);
   });
-  if (hash_file(mpath) != info_.files.at(meta_file(info_.generation)).xxh3)
+  const FileRecord& mrec = info_.files.at(meta_file(info_.generation));
+  if (mrec.bytes <= kHashAtOpenBytes && hash_file(mpath) != mrec.xxh3)
     throw Error(mpath, "contents differ from index.json (corrupt or replaced)", "rebuild the index");
   meta_ = std::make_unique<store::EmbeddingReader>(mpath);
   if (meta_->dim() != info_.dim)
     throw Error(dir, "dimension of the index files differs from index.json", "rebuild the index");
   if (meta_->size() != info_.size)
     throw Error(dir, "index and metadata hold different numbers of items", "rebuild the index");
+  auto [first, last] = id_range();
+  dense_ids_ = info_.size > 0 && first == 0 && last == info_.size - 1;  // increasing + unique ⇒ row == id
+}
+
+void IndexHandle::set_search_params(const std::map<std::string, double>& params) {
+  ann().set_search_params(params);
+  if (added_) added_->set_search_params(params);
+}
+
+std::pair<int64_t, int64_t> IndexHandle::id_range() {
+  if (meta_->size() == 0) return {0, -1};
+  return {meta_->read(0, 1, false).ids[0], meta_->read(meta_->size() - 1, 1, false).ids[0]};
 }
 
 IndexHandle::~IndexHandle() = default;  // a pending load is waited for (std::async's future)
@@ -444,9 +510,15 @@ index::AnnIndex& IndexHandle::ann() {
     ann_ = std::make_unique<index::AnnIndex>(ann_loading_.get());  // rethrows a load error
     if (ann_->dim() != info_.dim)
       throw Error(dir_, "dimension of the index files differs from index.json", "rebuild the index");
-    if (ann_->size() != info_.size)
-      throw Error(dir_, "index and metadata hold different numbers of items", "rebuild the index");
     if (!info_.search_params.empty()) ann_->set_search_params(info_.search_params);
+    if (!info_.added.empty()) {
+      const auto p = (fs::path(dir_) / info_.added).string();
+      added_ = std::make_unique<index::AnnIndex>(index::AnnIndex::read(p, info_.files.at(info_.added).bytes,
+                                                                       info_.files.at(info_.added).xxh3));
+      if (!info_.search_params.empty()) added_->set_search_params(info_.search_params);
+    }
+    if (ann_->size() + (added_ ? added_->size() : 0) != info_.size)
+      throw Error(dir_, "index and metadata hold different numbers of items", "rebuild the index");
   }
   return *ann_;
 }
@@ -496,6 +568,7 @@ bool IndexHandle::has_labels() {
 }
 
 int64_t IndexHandle::row_of(int64_t id) {
+  if (dense_ids_) return id >= 0 && id < info_.size ? id : -1;
   if (rows_loaded_) {
     auto it = std::lower_bound(ids_.begin(), ids_.end(), id);
     return it != ids_.end() && *it == id ? int64_t(it - ids_.begin()) : -1;
@@ -520,13 +593,63 @@ int64_t IndexHandle::row_of(int64_t id) {
 }
 
 torch::Tensor IndexHandle::vectors(const std::vector<int64_t>& ids) {
-  auto out = torch::empty({int64_t(ids.size()), info_.dim}, torch::kFloat32);
+  // Rows read from the vectors file in ascending order, runs of neighbours in one read.
+  std::vector<std::pair<int64_t, size_t>> order;
   for (size_t i = 0; i < ids.size(); ++i) {
     int64_t r = row_of(ids[i]);
     if (r < 0) throw Error(dir_, "no item with id " + std::to_string(ids[i]));
-    out[int64_t(i)].copy_(meta_->read(r, 1).embeddings[0]);
+    order.push_back({r, i});
+  }
+  std::sort(order.begin(), order.end());
+  std::vector<int64_t> rows;
+  for (auto& [r, i] : order)
+    if (rows.empty() || rows.back() != r) rows.push_back(r);
+  auto got = meta_->read_embeddings(rows);
+  auto out = torch::empty({int64_t(ids.size()), info_.dim}, torch::kFloat32);
+  size_t j = 0;
+  for (size_t o = 0; o < order.size(); ++o) {
+    if (o > 0 && order[o].first != order[o - 1].first) ++j;
+    out[int64_t(order[o].second)].copy_(got[int64_t(j)]);
   }
   return out;
+}
+
+index::KnnResult merge_results(const std::vector<index::KnnResult>& parts, int k) {
+  if (parts.size() == 1 && parts[0].indices.size(1) == k) return parts[0];
+  std::vector<torch::Tensor> s, i;
+  for (const auto& p : parts) s.push_back(p.similarities), i.push_back(p.indices);
+  auto sims = torch::cat(s, 1), ids = torch::cat(i, 1);
+  const int64_t kk = std::min<int64_t>(k, sims.size(1));
+  auto top = sims.topk(kk, 1, true, true);
+  index::KnnResult r{torch::full({sims.size(0), k}, -1, torch::kLong),
+                     torch::full({sims.size(0), k}, -std::numeric_limits<float>::infinity(), torch::kFloat)};
+  r.similarities.narrow(1, 0, kk).copy_(std::get<0>(top));
+  r.indices.narrow(1, 0, kk).copy_(ids.gather(1, std::get<1>(top)));
+  return r;
+}
+
+index::KnnResult IndexHandle::search_ids(const torch::Tensor& queries, int k) {
+  const int fetch = std::max(k, info_.rerank);
+  std::vector<index::KnnResult> parts{ann().search(queries, fetch)};
+  if (added_) parts.push_back(added_->search(queries, fetch));
+  auto res = merge_results(parts, fetch);
+  if (info_.rerank <= k || !meta_->has_embeddings()) return fetch == k ? res : merge_results({res}, k);
+  // Exact re-rank: the candidates' vectors from the vectors file, by id, scored exactly.
+  auto cand = res.indices.contiguous();
+  std::vector<int64_t> want;
+  for (int64_t j = 0; j < cand.numel(); ++j)
+    if (cand.data_ptr<int64_t>()[j] >= 0) want.push_back(cand.data_ptr<int64_t>()[j]);
+  std::sort(want.begin(), want.end());
+  want.erase(std::unique(want.begin(), want.end()), want.end());
+  if (want.empty()) return merge_results({res}, k);
+  auto vecs = vectors(want);  // want is sorted: row j holds want[j]
+  auto pos = torch::searchsorted(torch::from_blob(want.data(), {int64_t(want.size())}, torch::kLong),
+                                 cand.clamp_min(0));
+  auto cv = vecs.index_select(0, pos.flatten()).view({cand.size(0), cand.size(1), info_.dim});
+  auto exact = torch::bmm(cv, queries.unsqueeze(2)).squeeze(2);
+  if (info_.recipe.metric == "l2") exact = 2 * exact - cv.pow(2).sum(2) - queries.pow(2).sum(1, true);
+  exact.masked_fill_(cand.lt(0), -std::numeric_limits<float>::infinity());
+  return merge_results({{cand, exact}}, k);
 }
 
 Hit IndexHandle::describe(int64_t id, float score) {
@@ -550,7 +673,7 @@ std::vector<std::vector<Hit>> IndexHandle::search(const torch::Tensor& queries, 
     throw Error(dir_, "query dimension " + std::to_string(queries.dim() == 2 ? queries.size(1) : -1) +
                           " differs from the index's " + std::to_string(info_.dim));
   const bool ex = !exclude.empty();
-  auto res = ann().search(queries.contiguous(), k + (ex ? 1 : 0));
+  auto res = search_ids(queries.contiguous(), k + (ex ? 1 : 0));
   std::vector<std::vector<Hit>> out(size_t(queries.size(0)));
   auto ids = res.indices.accessor<int64_t, 2>();
   auto sims = res.similarities.accessor<float, 2>();

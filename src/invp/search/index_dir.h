@@ -6,7 +6,18 @@
 //                       measured (recall@k at the tuned search parameters, queries/s)
 //   index-<gen>.faiss   the FAISS index (readable with faiss::read_index)
 //   meta-<gen>.h5       ids, paths, labels, categories and the embeddings (embeddings.h5
-//                       layout), so `--id` queries and `inspect` need no other file
+//                       layout), so `--id` queries and `inspect` need no other file; it is
+//                       the one vectors file: read by id in chunks (re-ranking, --id), never
+//                       loaded whole
+//   lists-<G>.ivfdata   on-disk indexes: the inverted lists (FAISS OnDiskInvertedLists),
+//                       memory-mapped read-only at search, found beside index-<gen>.faiss;
+//                       written once by a merge (G: its generation), kept by later adds
+//   added-<gen>.faiss   on-disk indexes after `index add`: the added vectors as an in-memory
+//                       slice of the same trained index, searched beside the mapped lists
+//   trained.faiss       IVF indexes built from slices: the empty trained index (for adds)
+// Verification: index.json records size and XXH3 of every file, computed when it is written.
+// Opening checks sizes, and hashes files up to kHashAtOpenBytes; bigger ones (the .ivfdata,
+// a large vectors file) are not re-read on every query: size at open, hash at write time.
 //   model.pt/model.json the encoder that made the embeddings (copied at build)
 // A build or an add writes a new generation of data files, then index.json; files that
 // index.json does not name are leftovers of an interrupted run and are removed by the next
@@ -21,6 +32,7 @@
 #include <cstdint>
 #include <future>
 #include <map>
+#include <utility>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,7 +46,16 @@ struct FileRecord {
   std::string xxh3;
 };
 
+// Files larger than this are checked by size only when an index is opened (see above).
+constexpr int64_t kHashAtOpenBytes = int64_t(256) << 20;
+
 struct IndexInfo {
+  std::string kind = "index";        // "index", "trained" (index train) or "slice" (build --trained)
+  std::string trained_hash;          // XXH3 of the trained index slices/merges came from
+  std::string ivfdata;               // on-disk lists file ("" = lists in the .faiss file)
+  std::string added;                 // added-<gen>.faiss of an on-disk index ("" = none)
+  int rerank = 0;                    // candidates re-ranked exactly from the vectors file (0 = off)
+  double rerank_recall = 0;          // recall@k measured with re-ranking at the tuned parameters
   index::Recipe recipe;
   std::string factory;               // resolved factory string
   std::string choice_reason;         // why this recipe (auto) or "given"
@@ -62,6 +83,9 @@ struct BuildOptions {
   std::string model_pt;              // override; default: the model recorded in the file
   uint64_t seed = 0;
   std::string source_label;          // what index.json records as the source (default: the file)
+  bool on_disk = false;              // IVF lists in an .ivfdata (auto sets it when codes don't fit)
+  int rerank = 0;                    // re-rank this many candidates exactly (PQ recipes; 0 = off)
+  int64_t slice_rows = 1000000;      // on-disk builds: vectors per slice filled in memory
 };
 
 struct BuildReport {
@@ -84,6 +108,34 @@ struct AddReport {
 // with the index's model (model_hash must match). The index is not rebuilt or retrained.
 AddReport add_to_index(const std::string& dir, const store::Rows& rows, const std::string& model_hash);
 
+// Train once, fill in slices, merge (index_slices.cpp). `train_index` trains an IVF recipe on
+// SAMPLE and writes a "trained" directory (index-1.faiss empty, no metadata); expected_n sets
+// {nlist} (0: the sample's size). `fill_slice` adds the embeddings (parts of one source) to a
+// copy of the trained index: a "slice" directory (queryable, untuned). `merge_slices` checks
+// that every slice comes from the same training and model with disjoint ids, then writes one
+// index (lists in memory, or in an .ivfdata with on_disk) under DIR as a new generation,
+// index.json last, and tunes it on the whole collection.
+struct TrainOptions {
+  std::string recipe = "ivf-pq";
+  int64_t expected_n = 0;
+  uint64_t seed = 0;
+};
+IndexInfo train_index(const std::string& sample_h5, const std::string& dir, const TrainOptions& opts);
+IndexInfo fill_slice(const std::string& trained_dir, const std::vector<std::string>& parts,
+                     const std::string& dir);
+BuildReport merge_slices(const std::vector<std::string>& slice_dirs, const std::string& dir,
+                         const BuildOptions& opts);
+// An index whose lists do not fit memory, built from one embeddings file in slices of
+// opts.slice_rows: train, fill, merge on disk (what build_index does when on_disk is set).
+BuildReport build_on_disk(const std::string& embeddings_h5, const std::string& dir, const BuildOptions& opts,
+                          const index::Recipe& recipe, const std::string& reason);
+// index add on an on-disk index: the new vectors go into added-<gen>.faiss (a slice of the
+// kept trained index, rewritten with the previous additions); the .ivfdata is not copied.
+void add_on_disk(const std::string& dir, IndexInfo& info, const store::Rows& add);
+
+// Top k of several result lists for the same queries, by similarity (ties: earlier list).
+index::KnnResult merge_results(const std::vector<index::KnnResult>& parts, int k);
+
 struct Hit {
   int64_t id = -1;
   float score = 0;       // cosine similarity
@@ -104,6 +156,13 @@ class IndexHandle {
   // The FAISS index; it loads in the background from the constructor on, and the first
   // call waits for it (and throws its load error, if any).
   index::AnnIndex& ann();
+  // Raw top-k over the whole directory (the base index and, for on-disk indexes, the added
+  // slice), re-ranked exactly from the vectors file when info().rerank is set.
+  index::KnnResult search_ids(const torch::Tensor& queries, int k);
+  // Search parameters for the whole directory (base index and added slice).
+  void set_search_params(const std::map<std::string, double>& params);
+  // First and last id held (ids are increasing in meta).
+  std::pair<int64_t, int64_t> id_range();
   store::EmbeddingReader& meta() { return *meta_; }
   const std::vector<std::string>& categories() const;
   // The model (loaded on first use, in `precision`: see Embedder); throws invp::Error if the
@@ -127,7 +186,8 @@ class IndexHandle {
   std::string dir_, model_override_, device_;
   IndexInfo info_;
   std::future<index::AnnIndex> ann_loading_;
-  std::unique_ptr<index::AnnIndex> ann_;
+  std::unique_ptr<index::AnnIndex> ann_, added_;
+  bool dense_ids_ = false;  // meta's ids are 0..size-1, so row == id
   std::unique_ptr<store::EmbeddingReader> meta_;
   std::unique_ptr<Embedder> embedder_;
   std::vector<int64_t> ids_;

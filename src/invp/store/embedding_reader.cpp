@@ -287,4 +287,24 @@ Rows EmbeddingReader::read(int64_t start, int64_t count, bool with_embeddings) c
   return out;
 }
 
+at::Tensor EmbeddingReader::read_embeddings(const std::vector<int64_t>& rows) const {
+  Impl& r = *impl_;
+  if (!r.has_emb) throw Error(r.path, "holds no /embeddings", "build the index with its embeddings");
+  at::Tensor out = at::empty({int64_t(rows.size()), r.meta.dim}, at::kFloat);
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (rows[i] < 0 || rows[i] >= r.n || (i > 0 && rows[i] <= rows[i - 1]))
+      throw Error(r.path, "rows to read must be ascending and within the file");
+  detail::translate_h5(r.path, "cannot read embeddings", [&] {
+    for (size_t i = 0; i < rows.size();) {
+      size_t j = i + 1;
+      while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
+      H5::DataSpace fs;
+      H5::DataSpace ms = select(r.emb, fs, rows[i], int64_t(j - i));
+      r.emb.read(out[int64_t(i)].data_ptr<float>(), H5::PredType::NATIVE_FLOAT, ms, fs);
+      i = j;
+    }
+  }, kDamaged);
+  return out;
+}
+
 }  // namespace invp::store

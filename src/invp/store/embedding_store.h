@@ -103,6 +103,9 @@ class EmbeddingReader {
   // Out-of-range rows and damaged data throw invp::Error naming the file.
   Rows read(int64_t start, int64_t count, bool with_embeddings = true) const;
   Rows read_all(bool with_embeddings = true) const { return read(0, size(), with_embeddings); }
+  // Embeddings of the given rows (ascending, each < size()) as rows.size()×dim, read run by
+  // run of consecutive rows: for re-ranking a few hundred candidates without loading the file.
+  at::Tensor read_embeddings(const std::vector<int64_t>& rows) const;
   EmbeddingReader(const EmbeddingReader&) = delete;
   EmbeddingReader& operator=(const EmbeddingReader&) = delete;
 
