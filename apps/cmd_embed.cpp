@@ -163,10 +163,10 @@ void add_index(CLI::App& app) {
                   "IVF recipes: put the inverted lists in an .ivfdata file searched memory-mapped (auto does so "
                   "when even compressed codes exceed --max-memory), built in slices of --slice-rows");
   build->add_option("--slice-rows", b->slice_rows, "On-disk builds: vectors filled in memory at a time")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(at_least(1));
   build->add_option("--rerank", b->rerank,
                     "Re-rank this many candidates exactly from the vectors file on disk (for PQ codes; 0 = off)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(at_least(0));
   build->callback([b, bin, bout, btrained] {
     globals().action = [b, bin, bout, btrained] {
       b->seed = globals().seed;
@@ -267,7 +267,7 @@ void add_index(CLI::App& app) {
   merge->add_option("-k", m->k, "k of the recall target")->capture_default_str();
   merge->add_option("--tune-queries", m->tune_queries, "Held-out queries used to tune")->capture_default_str();
   merge->add_option("--rerank", m->rerank, "Re-rank this many candidates exactly from the vectors file (0 = off)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(at_least(0));
   merge->callback([m, min, mout] {
     globals().action = [m, min, mout] {
       m->seed = globals().seed;

@@ -100,7 +100,7 @@ void add_query(CLI::App& app) {
   c->add_option("-i,--index", a->index, "Index directory (from invp index build)")->required();
   c->add_option("images", a->images, "Query images, or '-' to read paths from stdin");
   c->add_option("--id", a->ids, "Query with indexed item(s) N (the item itself is left out)");
-  c->add_option("-k", a->k, "Hits per query")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("-k", a->k, "Hits per query")->capture_default_str()->check(at_least(1));
   c->add_option("--model", a->model, "Model override (must be the index's model)");
   c->add_option("--montage", a->montage, "Also draw each query and its hits into this PNG");
   c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
