@@ -31,8 +31,8 @@ inline void put_be32(std::ofstream& f, uint32_t v) {
   f.write(reinterpret_cast<char*>(b), 4);
 }
 // An IDX images/labels pair of n 16×16 grey images in 4 classes (bright quadrant).
-inline std::string write_idx(const fs::path& dir, int n) {
-  std::mt19937_64 rng(7);
+inline std::string write_idx(const fs::path& dir, int n, uint64_t seed = 7) {
+  std::mt19937_64 rng(seed);
   std::ofstream img(dir / "train-images-idx3-ubyte", std::ios::binary);
   std::ofstream lab(dir / "train-labels-idx1-ubyte", std::ios::binary);
   put_be32(img, 0x803), put_be32(img, n), put_be32(img, 16), put_be32(img, 16);

@@ -21,60 +21,20 @@
 #include <random>
 #include <thread>
 
+#include "search_fixtures.h"
+
 namespace fs = std::filesystem;
 using namespace invp;
 
 namespace {
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("invp_qs_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-void put_be32(std::ofstream& f, uint32_t v) {
-  unsigned char b[4] = {uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)};
-  f.write(reinterpret_cast<char*>(b), 4);
-}
-// n 16×16 grey images in 4 classes (a bright quadrant over noise), as an IDX pair.
-std::string write_idx(const fs::path& dir, int n) {
-  std::mt19937_64 rng(3);
-  std::ofstream img(dir / "train-images-idx3-ubyte", std::ios::binary);
-  std::ofstream lab(dir / "train-labels-idx1-ubyte", std::ios::binary);
-  put_be32(img, 0x803), put_be32(img, n), put_be32(img, 16), put_be32(img, 16);
-  put_be32(lab, 0x801), put_be32(lab, n);
-  for (int i = 0; i < n; ++i) {
-    int c = i % 4;
-    std::vector<uint8_t> px(256);
-    for (auto& p : px) p = uint8_t(rng() % 60);
-    for (int y = (c / 2) * 8; y < (c / 2) * 8 + 8; ++y)
-      for (int x = (c % 2) * 8; x < (c % 2) * 8 + 8; ++x) px[y * 16 + x] = 220;
-    img.write(reinterpret_cast<char*>(px.data()), 256);
-    char l = char(c);
-    lab.write(&l, 1);
-  }
-  return (dir / "train-images-idx3-ubyte").string();
-}
-std::string write_model(const fs::path& dir) {
-  torch::manual_seed(5);
-  model::ModelInfo info;
-  info.encoder = {18, "small", 4, 1, "linear", 16};
-  info.input_size = 16;
-  info.resize = 16;
-  info.mean = {0.5f};
-  info.std = {0.5f};
-  model::Encoder net(info.encoder);
-  auto p = (dir / "model.pt").string();
-  model::save_model(net, info, p);
-  return p;
-}
 
 struct Fixture {
   fs::path dir;
   std::string src, idx;
   std::shared_ptr<data::Dataset> ds;
-  explicit Fixture(const std::string& name) : dir(temp_dir(name)) {
-    src = write_idx(dir, 96);
-    search::Embedder e(write_model(dir));
+  explicit Fixture(const std::string& name) : dir(invp_test::temp_dir("qs_" + name)) {
+    src = invp_test::write_idx(dir, 96, 3);
+    search::Embedder e(invp_test::write_model(dir, 16, 5));
     auto h5 = (dir / "e.h5").string();
     search::embed_to_file(e, src, h5, {});
     idx = (dir / "idx").string();
