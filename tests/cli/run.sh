@@ -127,9 +127,9 @@ check "query json exits 0" test $rc -eq 0
 check "query json has 3 hits" test "$(grep -o '"rank"' "$work/q.json" | wc -l)" -eq 3
 check "query json category" grep -q '"category":"class2"' "$work/q.json"
 check "montage is a PNG" sh -c "head -c 8 '$work/m.png' | grep -q PNG"
-# 1 row of k+1 = 4 tiles of 96 px: width 4*(96+4)+4 = 404, height 96+14+4+4 = 118 (IHDR bytes 16..23).
+# 1 row of k+1 = 4 tiles of 96 px: width 4*(96+4)+4 = 404, height 96+26+4+4 = 130 (IHDR bytes 16..23).
 dims=$(od -An -tu1 -j16 -N8 "$work/m.png" | tr -s ' ')
-check "montage size 404x118" test "$dims" = " 0 0 1 148 0 0 0 118"
+check "montage size 404x130" test "$dims" = " 0 0 1 148 0 0 0 130"
 printf '%s\n' "$q" "$work/shapes/class0/img 1.pgm" | "$INVP" -q --json query --index "$work/idx" - -k 2 > "$work/stdin.json"; rc=$?
 check "query from stdin list" sh -c "test $rc -eq 0 && test \$(grep -o '\"query\"' '$work/stdin.json' | wc -l) -eq 2"
 "$INVP" -q --json query --index "$work/idx" --id 5 -k 3 > "$work/id.json"; rc=$?

@@ -50,14 +50,22 @@ void write_montage(const std::vector<Image>& tiles, const std::vector<std::strin
       scaled.copyTo(sheet(cv::Rect(x0 + (tile_px - w) / 2, y0 + (tile_px - h) / 2, w, h)));
     }
     if (t < captions.size() && !captions[t].empty()) {
-      // Trim until it fits under the tile; a caption never bleeds into its neighbour.
-      std::string text = captions[t];
+      // One line when it fits under the tile, else two (split at the first space: score, then
+      // category), each shrunk a little and only then cut, so names like "Ankle boot" stay whole.
+      const std::string& c = captions[t];
+      const size_t sp = c.find(' ');
+      std::vector<std::string> lines = {c};
       int base = 0;
-      while (text.size() > 1 &&
-             cv::getTextSize(text, font, font_scale, 1, &base).width > tile_px)
-        text.pop_back();
-      cv::putText(sheet, text, cv::Point(x0, y0 + tile_px + kMontageCaptionH - 3), font,
-                  font_scale, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
+      if (cv::getTextSize(c, font, font_scale, 1, &base).width > tile_px && sp != std::string::npos)
+        lines = {c.substr(0, sp), c.substr(sp + 1)};
+      for (size_t l = 0; l < lines.size(); ++l) {
+        std::string text = lines[l];
+        double scale = font_scale;
+        while (scale > 0.27 && cv::getTextSize(text, font, scale, 1, &base).width > tile_px) scale -= 0.02;
+        while (text.size() > 1 && cv::getTextSize(text, font, scale, 1, &base).width > tile_px) text.pop_back();
+        cv::putText(sheet, text, cv::Point(x0, y0 + tile_px + 11 + int(l) * 12), font, scale, cv::Scalar(0, 0, 0),
+                    1, cv::LINE_AA);
+      }
     }
   }
 

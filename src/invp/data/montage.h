@@ -10,7 +10,7 @@ namespace invp::data {
 
 // Layout, exposed so callers and tests can predict the output size.
 constexpr int kMontagePad = 4;       // gap around and between tiles
-constexpr int kMontageCaptionH = 14;  // caption strip under each tile
+constexpr int kMontageCaptionH = 26;  // caption strip under each tile: up to two lines
 
 // Draws TILES (1- or 3-channel) in a grid COLS wide, each scaled to fit tile_px x tile_px
 // (nearest-neighbour when enlarging, so small images stay crisp), with captions[i] under
