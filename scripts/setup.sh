@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every system package invp needs on Debian bookworm (run as root; idempotent).
-# OpenBLAS is the OpenMP build on purpose: Debian's reference BLAS makes kNN ~30x slower
-# and the pthread build oversubscribes the cores under FAISS's OpenMP (MEASUREMENTS.md).
+# OpenBLAS is the OpenMP build on purpose: Debian's reference BLAS makes exact kNN far slower
+# and the pthread build oversubscribes the cores under FAISS's OpenMP (docs/ARCHITECTURE.md, "Threads").
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config ccache

@@ -4,9 +4,34 @@
 #include <invp/index/ann_index.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 namespace invp::index::detail {
+
+// Runs f with stdout pointed at /dev/null: FAISS 1.7.3 prints on stdout when it re-points
+// on-disk lists at an index's own directory and when OnDiskInvertedLists grows its file, and
+// stdout carries invp's results (--json, JSON lines under --serve). Nothing else writes stdout
+// meanwhile (answers wait for the index).
+template <class F>
+auto with_quiet_stdout(F&& f) -> decltype(f()) {
+  std::fflush(stdout);
+  const int saved = ::dup(1), null = ::open("/dev/null", O_WRONLY);
+  if (saved >= 0 && null >= 0) ::dup2(null, 1);
+  if (null >= 0) ::close(null);
+  struct Restore {
+    int saved;
+    ~Restore() {
+      std::fflush(stdout);
+      if (saved >= 0) ::dup2(saved, 1), ::close(saved);
+    }
+  } restore{saved};
+  return f();
+}
+
 
 // Inverted lists for n vectors: ≈ 4·sqrt(n), at most train_vectors / 39 (FAISS warns below 39
 // training points per centroid), at least 1. train_vectors = min(train_size, n), or n if 0.

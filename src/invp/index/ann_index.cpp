@@ -308,26 +308,6 @@ void AnnIndex::write(const std::string& path) const {
   });
 }
 
-namespace {
-// FAISS 1.7.3 prints a line on stdout whenever it re-points on-disk lists at the index's own
-// directory (IO_FLAG_ONDISK_SAME_DIR); stdout carries query results (JSON lines under
-// --serve), so it is pointed at /dev/null for the duration of the read. Nothing else writes
-// stdout while an index loads (answers wait for the index).
-faiss::Index* read_quietly(const std::string& path) {
-  std::fflush(stdout);
-  const int saved = ::dup(1), null = ::open("/dev/null", O_WRONLY);
-  if (saved >= 0 && null >= 0) ::dup2(null, 1);
-  if (null >= 0) ::close(null);
-  struct Restore {
-    int saved;
-    ~Restore() {
-      std::fflush(stdout);
-      if (saved >= 0) ::dup2(saved, 1), ::close(saved);
-    }
-  } restore{saved};
-  return faiss::read_index(path.c_str(), faiss::IO_FLAG_ONDISK_SAME_DIR | faiss::IO_FLAG_READ_ONLY);
-}
-}  // namespace
 
 void check_file(const CheckedFile& f, const std::string& fix) {
   std::error_code ec;
@@ -347,7 +327,9 @@ AnnIndex AnnIndex::read(const std::string& path, int64_t expected_bytes, const s
   check_file({path, expected_bytes, expected_hash}, fix);
   std::unique_ptr<faiss::Index> idx;
   try {
-    idx.reset(read_quietly(path));
+    idx.reset(detail::with_quiet_stdout([&] {
+      return faiss::read_index(path.c_str(), faiss::IO_FLAG_ONDISK_SAME_DIR | faiss::IO_FLAG_READ_ONLY);
+    }));
   } catch (const std::exception& e) {
     throw Error(path, std::string("not a readable FAISS index: ") + e.what(), fix);
   }

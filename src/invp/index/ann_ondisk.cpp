@@ -3,6 +3,7 @@
 // Nothing here stores lists itself: FAISS's merge_into and OnDiskInvertedLists do.
 #include <invp/core/atomic_file.h>
 #include <invp/core/error.h>
+#include <invp/index/ann_detail.h>
 #include <invp/index/ann_index.h>
 
 #include <faiss/IVFlib.h>
@@ -23,23 +24,6 @@ namespace fs = std::filesystem;
 
 const char* kFix = "fill every slice from the same trained index (invp index build --trained)";
 
-// OnDiskInvertedLists prints "resizing <file> ..." on stdout when it grows its file; stdout
-// carries the command's result (--json), so it is pointed at /dev/null meanwhile.
-template <class F>
-auto with_quiet_stdout(F&& f) -> decltype(f()) {
-  std::fflush(stdout);
-  const int saved = ::dup(1), null = ::open("/dev/null", O_WRONLY);
-  if (saved >= 0 && null >= 0) ::dup2(null, 1);
-  if (null >= 0) ::close(null);
-  struct Restore {
-    int saved;
-    ~Restore() {
-      std::fflush(stdout);
-      if (saved >= 0) ::dup2(saved, 1), ::close(saved);
-    }
-  } restore{saved};
-  return f();
-}
 
 std::unique_ptr<faiss::Index> read_checked(const CheckedFile& f, int flags) {
   check_file(f, kFix);
@@ -124,7 +108,7 @@ int64_t merge_ivf_slices(const CheckedFile& trained, const std::vector<CheckedFi
   try {
     auto* od = new faiss::OnDiskInvertedLists(tivf->nlist, tivf->code_size, tmp.c_str());
     tivf->replace_invlists(od, true);
-    const size_t n = with_quiet_stdout([&] { return od->merge_from(lists.data(), int(lists.size())); });
+    const size_t n = detail::with_quiet_stdout([&] { return od->merge_from(lists.data(), int(lists.size())); });
     tivf->ntotal = faiss::Index::idx_t(n);
     target->ntotal = faiss::Index::idx_t(n);
     held.clear();

@@ -129,6 +129,22 @@ torch::Tensor exact_truth(const store::EmbeddingReader& r, const torch::Tensor& 
   return best_id;
 }
 
+TuningSample tune_into(IndexInfo& info, index::AnnIndex& ann, const store::EmbeddingReader& reader,
+                       const BuildOptions& opts) {
+  const int64_t n = reader.size();
+  const int k = int(std::min<int64_t>(opts.k, n));
+  auto q = gather_rows(reader, sample_rows(n, std::min(opts.tune_queries, n), opts.seed + 1));
+  auto truth = exact_truth(reader, q, k);
+  auto tuned = index::tune(ann, q, truth, k, opts.target_recall);
+  info.search_params = tuned.params;
+  info.tuned_k = k;
+  info.target_recall = opts.target_recall;
+  info.recall = tuned.recall;
+  info.queries_per_second = tuned.queries_per_second;
+  info.rerank = opts.rerank;
+  return {q, truth, k};
+}
+
 index::Recipe resolve_recipe(const std::string& spec, int64_t n, int64_t dim, int64_t max_memory,
                              std::string* reason, bool* on_disk) {
   if (spec == "auto") {
@@ -350,18 +366,9 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   }
   info.size = ann.size();
 
-  const int k = int(std::min<int64_t>(opts.k, n));
-  auto q = gather_rows(reader, sample_rows(n, std::min(opts.tune_queries, n), opts.seed + 1));
-  auto truth = exact_truth(reader, q, k);
-  auto tuned = index::tune(ann, q, truth, k, opts.target_recall);
-  info.search_params = tuned.params;
-  info.tuned_k = k;
-  info.target_recall = opts.target_recall;
-  info.recall = tuned.recall;
-  info.queries_per_second = tuned.queries_per_second;
-  info.rerank = opts.rerank;
-  if (tuned.recall < opts.target_recall)
-    log::warn("recall@" + std::to_string(k) + " " + std::to_string(tuned.recall) +
+  tune_into(info, ann, reader, opts);
+  if (info.recall < opts.target_recall)
+    log::warn("recall@" + std::to_string(info.tuned_k) + " " + std::to_string(info.recall) +
               " stays below the target " + std::to_string(opts.target_recall) + " at the largest setting");
 
   const auto ipath = (fs::path(dir) / index_file(gen)).string();

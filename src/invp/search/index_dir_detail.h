@@ -25,6 +25,15 @@ void commit(const std::string& dir, IndexInfo& info);
 std::vector<int64_t> sample_rows(int64_t n, int64_t m, uint64_t seed);
 torch::Tensor gather_rows(const store::EmbeddingReader& r, const std::vector<int64_t>& rows);
 torch::Tensor exact_truth(const store::EmbeddingReader& r, const torch::Tensor& queries, int k);
+// Tunes ann's search parameters to opts.target_recall (recall@k against exact search of a
+// held-out sample of reader's rows) and records them and the measured figures in info; returns
+// the sample, its exact neighbours and k, for further measurements on the same queries.
+struct TuningSample {
+  torch::Tensor queries, truth;
+  int k = 0;
+};
+TuningSample tune_into(IndexInfo& info, index::AnnIndex& ann, const store::EmbeddingReader& reader,
+                       const BuildOptions& opts);
 // Trains ann (if it needs it) on a sample of train_size rows of reader; PQ on one thread.
 void train_ann(index::AnnIndex& ann, const store::EmbeddingReader& reader, const index::Recipe& recipe,
                uint64_t seed);

@@ -131,22 +131,13 @@ BuildReport finish_merge(const index::CheckedFile& trained, const std::vector<in
     throw Error(dir, "the slices hold " + std::to_string(info.size) + " vectors but their metadata " +
                          std::to_string(reader.size()), "rebuild the slices");
   auto ann = index::AnnIndex::read(ipath, info.files[index_file(gen)].bytes, info.files[index_file(gen)].xxh3);
-  const int k = int(std::min<int64_t>(opts.k, info.size));
-  auto q = gather_rows(reader, sample_rows(info.size, std::min(opts.tune_queries, info.size), opts.seed + 1));
-  auto truth = exact_truth(reader, q, k);
-  auto tuned = index::tune(ann, q, truth, k, opts.target_recall);
-  info.search_params = tuned.params;
-  info.tuned_k = k;
-  info.target_recall = opts.target_recall;
-  info.recall = tuned.recall;
-  info.queries_per_second = tuned.queries_per_second;
-  info.rerank = opts.rerank;
+  const auto sample = tune_into(info, ann, reader, opts);
   info.created = utc_now_iso();
   info.build_seconds = seconds_since(t0);
   commit(dir, info);
-  if (opts.rerank > k) {  // measured through the search path queries use, then recorded
+  if (opts.rerank > sample.k) {  // measured through the search path queries use, then recorded
     IndexHandle h(dir);
-    info.rerank_recall = index::recall_at_k(h.search_ids(q, k).indices, truth);
+    info.rerank_recall = index::recall_at_k(h.search_ids(sample.queries, sample.k).indices, sample.truth);
     commit(dir, info);
   }
   return {info, info.build_seconds};
