@@ -179,6 +179,22 @@ TEST(QueryService, SwitchesToANewGenerationBetweenRequests) {
   EXPECT_EQ(svc.generation(), 2);
 }
 
+// An idle service (no request after the commit) still moves to the new generation: the
+// server's /health must not report a stale one until traffic happens to arrive.
+TEST(QueryService, IdleServiceNoticesANewGeneration) {
+  Fixture f("idle-reload");
+  search::ServiceOptions o;
+  o.background = true;
+  o.reload_seconds = 0.05;
+  search::QueryService svc(f.idx, o);
+  ASSERT_EQ(svc.generation(), 1);
+  store::EmbeddingReader rd((f.dir / "e.h5").string());
+  search::add_to_index(f.idx, rd.read(0, 2), search::read_index_info(f.idx).model_hash);
+  for (int i = 0; i < 200 && svc.generation() == 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(svc.generation(), 2);
+  EXPECT_EQ(svc.query(by_id(96)).fault, search::Fault::none);
+}
+
 TEST(QueryService, ServeLinesAnswersEachLineInOrder) {
   Fixture f("lines");
   auto img = (f.dir / "q.png").string();

@@ -253,7 +253,18 @@ void QueryService::engine_loop() {
     std::shared_ptr<Item> task;
     {
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
+      const auto ready = [&] { return stopping_ || !queue_.empty(); };
+      if (opts_.reload_seconds > 0) {
+        // An idle engine still looks for a newer generation, so /health and the first
+        // request after `index add` see it without waiting for traffic to trigger a check.
+        if (!cv_.wait_for(l, std::chrono::duration<double>(opts_.reload_seconds), ready)) {
+          l.unlock();
+          maybe_reload();
+          continue;
+        }
+      } else {
+        cv_.wait(l, ready);
+      }
       if (queue_.empty()) return;  // stopping, and everything queued was answered
       if (queue_.front()->task) {
         task = queue_.front();
