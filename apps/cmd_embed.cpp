@@ -8,6 +8,7 @@
 #include <invp/data/dataset.h>
 #include <invp/search/embedder.h>
 #include <invp/search/index_dir.h>
+#include <invp/search/index_edit.h>
 #include <invp/store/embedding_store.h>
 
 #include <nlohmann/json.hpp>
@@ -194,8 +195,12 @@ void add_index(CLI::App& app) {
   add->add_option("-e,--embeddings", *aemb,
                   "Embeddings file made with the index's model, or several parts of one source (embed --shard)");
   add->add_option("source", *asrc, "SOURCE of images to embed and add");
-  add->callback([adir, aemb, asrc] {
-    globals().action = [adir, aemb, asrc] {
+  auto alabels = std::make_shared<std::string>();
+  add->add_option("--labels", *alabels,
+                  "CSV of path,label lines labelling the new items: a category name (new names join the "
+                  "index's categories) or a number; a line's path may be the tail of an item's path");
+  add->callback([adir, aemb, asrc, alabels] {
+    globals().action = [adir, aemb, asrc, alabels] {
       if (aemb->empty() == asrc->empty())
         throw CLI::ValidationError("index add", "give exactly one of --embeddings FILE or a SOURCE");
       store::Rows rows;
@@ -224,7 +229,13 @@ void add_index(CLI::App& app) {
         rows.paths = std::move(f.paths);
         hash = e.model_hash();
       }
-      auto r = search::add_to_index(*adir, rows, hash);
+      std::vector<std::string> categories;
+      if (!alabels->empty()) {
+        categories = search::IndexHandle(*adir).categories();
+        const int64_t n = search::apply_label_csv(*alabels, rows, categories);
+        log::info(*alabels + ": labelled " + std::to_string(n) + " of " + std::to_string(rows.size()) + " new items");
+      }
+      auto r = search::add_to_index(*adir, rows, hash, categories);
       if (globals().json)
         std::cout << nlohmann::json{{"index", *adir}, {"added", r.added}, {"first_id", r.first_id},
                                     {"size", r.size}, {"seconds", r.seconds}}.dump() << "\n";
@@ -287,6 +298,7 @@ void add_index(CLI::App& app) {
       else print_info(*idir, i);
     };
   });
+  add_index_edit_commands(idx);
   for (auto* sub : idx->get_subcommands({})) sub->fallthrough();
 }
 }  // namespace

@@ -54,13 +54,15 @@ std::string label_text(const search::Hit& h) {
 
 // The queries of a command line: image files (or '-' = a list on stdin), or --id N.
 std::vector<search::QueryRequest> command_line_requests(const std::vector<std::string>& inputs,
-                                                        const std::vector<int64_t>& ids, int k) {
+                                                        const std::vector<int64_t>& ids, int k,
+                                                        const std::string& filter) {
   std::vector<search::QueryRequest> out;
   for (int64_t id : ids) {
     search::QueryRequest r;
     r.name = "id " + std::to_string(id);
     r.id = id;
     r.k = k;
+    r.filter = filter;
     out.push_back(std::move(r));
   }
   if (!ids.empty()) return out;
@@ -79,6 +81,7 @@ std::vector<search::QueryRequest> command_line_requests(const std::vector<std::s
     search::QueryRequest r;
     r.name = r.path = p;
     r.k = k;
+    r.filter = filter;
     out.push_back(std::move(r));
   }
   return out;
@@ -86,7 +89,7 @@ std::vector<search::QueryRequest> command_line_requests(const std::vector<std::s
 
 void add_query(CLI::App& app) {
   struct Args {
-    std::string index, model, montage, device = "cpu";
+    std::string index, model, montage, device = "cpu", filter;
     std::vector<std::string> images;
     std::vector<int64_t> ids;
     int k = 10;
@@ -104,6 +107,12 @@ void add_query(CLI::App& app) {
   c->add_option("--model", a->model, "Model override (must be the index's model)");
   c->add_option("--montage", a->montage, "Also draw each query and its hits into this PNG");
   c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  c->add_option("--filter", a->filter,
+                "Only return items whose metadata match: terms field=value or field!=value joined by ',' "
+                "(AND), alternatives by '|' (OR); fields category (a name), label and id (numbers or "
+                "ranges lo..hi) and path (a shell pattern, matched against the path or any tail after a "
+                "'/'). Example: category=Coat|Shirt,id=0..9999,path=2024/*")
+      ->check(filter_expression());
   auto* serve = c->add_flag(
       "--serve", a->serve,
       "Stay resident for scripts: read queries from stdin, one a line (an image path, or id:N "
@@ -114,6 +123,7 @@ void add_query(CLI::App& app) {
   c->callback([a] {
     globals().action = [a] {
       auto t0 = Clock::now();
+      search::Filter::parse(a->filter);  // a malformed filter fails before any work
       prepare_heap_for(a->index);
       search::ServiceOptions so;
       so.model_override = a->model;
@@ -121,7 +131,7 @@ void add_query(CLI::App& app) {
       so.max_k = std::max(so.max_k, a->k);  // the operator may ask for any k
       search::QueryService svc(a->index, so);
       if (a->serve) {
-        auto rep = search::serve_lines(svc, STDIN_FILENO, stdout, a->k);
+        auto rep = search::serve_lines(svc, STDIN_FILENO, stdout, a->k, a->filter);
         char secs[32];
         std::snprintf(secs, sizeof secs, "%.1f", rep.seconds);
         return log::info("served " + std::to_string(rep.answered) + " queries (" + std::to_string(rep.failed) +
@@ -129,11 +139,12 @@ void add_query(CLI::App& app) {
       }
       double load_ms = ms_since(t0);
       search::BatchTimings bt;
-      auto requests = command_line_requests(a->images, a->ids, a->k);
+      auto requests = command_line_requests(a->images, a->ids, a->k, a->filter);
       auto results = svc.query_many(std::move(requests), !a->montage.empty(), &bt);
       std::vector<std::vector<search::Hit>> hits;
       for (auto& r : results) {
         if (r.fault != search::Fault::none) throw Error("", r.error);
+        if (!r.note.empty()) log::info(r.name + ": " + r.note);
         hits.push_back(r.hits);
       }
       double embed_ms = bt.embed_ms, search_ms = bt.search_ms;
@@ -147,11 +158,15 @@ void add_query(CLI::App& app) {
       }
       if (globals().json) {
         nlohmann::json out = nlohmann::json::array();
-        for (size_t i = 0; i < hits.size(); ++i) out.push_back({{"query", names[i]}, {"hits", hits_json(hits[i])}});
+        for (size_t i = 0; i < hits.size(); ++i) {
+          out.push_back({{"query", names[i]}, {"hits", hits_json(hits[i])}});
+          if (!results[i].note.empty()) out.back()["note"] = results[i].note;
+        }
         nlohmann::json j{{"index", a->index}, {"k", a->k}, {"results", out},
                          {"timings_ms", {{"load", load_ms}, {"embed", embed_ms}, {"search", search_ms},
                                          {"total", ms_since(t0)}}}};
         if (!a->montage.empty()) j["montage"] = a->montage;
+        if (!a->filter.empty()) j["filter"] = a->filter;
         std::cout << j.dump() << "\n";
       } else {
         for (size_t i = 0; i < hits.size(); ++i) {

@@ -21,7 +21,8 @@ Globals& globals();
 void add_data_commands(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_train_command(CLI::App& app);
-void add_embed_commands(CLI::App& app);  // embed, index build|add|info
+void add_embed_commands(CLI::App& app);  // embed, index build|add|train|merge|info
+void add_index_edit_commands(CLI::App* index);  // index remove|compact
 void add_query_commands(CLI::App& app);  // query, inspect
 void add_serve_command(CLI::App& app);   // serve (HTTP + web page)
 void add_eval_commands(CLI::App& app);   // eval knn|retrieval
@@ -30,6 +31,8 @@ void add_eval_commands(CLI::App& app);   // eval knn|retrieval
 // the range's limits as long decimals.
 CLI::Validator at_least(double lo);
 CLI::Validator between(double lo, double hi);
+// A --filter expression (search/filter.h): a malformed one is a usage error naming the term.
+CLI::Validator filter_expression();
 
 // `--nproc N` on a command that can run as ranks: when N > 1 and this process is not already a
 // rank, runs N local ranks of the same command line (core/launch.h) and returns their exit code;

@@ -11,6 +11,7 @@
 #include <invp/data/library_info.h>
 #include <invp/graph/knn_graph.h>
 #include <invp/index/library_info.h>
+#include <invp/search/filter.h>
 #include <invp/store/library_info.h>
 #include <invp/train/distributed.h>
 
@@ -38,6 +39,19 @@ CLI::Validator at_least(double lo) {
       [lo](std::string& v) {
         double x = 0;
         return CLI::detail::lexical_cast(v, x) && x >= lo ? std::string() : "must be at least " + number_text(lo);
+      },
+      "");
+}
+
+CLI::Validator filter_expression() {
+  return CLI::Validator(
+      [](std::string& v) {
+        try {
+          search::Filter::parse(v);
+          return std::string();
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
       },
       "");
 }

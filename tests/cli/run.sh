@@ -184,6 +184,36 @@ check "index add continues ids" grep -q '"first_id":48' "$work/add.json"
 check "added item found first" grep -q '"id":49' "$work/new.json"
 check "old generation removed" test ! -e "$work/idx/index-1.faiss"
 
+# Filtered search, removal (in place and by tombstones), labels for added items from a CSV.
+"$INVP" -q --json query --index "$work/idx" "$q" -k 5 --filter 'category=class0|class1' > "$work/f.json"; rc=$?
+check "filtered query exits 0" test $rc -eq 0
+check "filtered query returns only admitted categories" sh -c "! grep -qE '\"category\":\"class(2|3)\"' '$work/f.json' && grep -q '\"rank\":5' '$work/f.json'"
+"$INVP" -q --json query --index "$work/idx" "$q" -k 5 --filter 'id=3' > "$work/f1.json"; rc=$?
+check "a filter with fewer matches than k says so" sh -c "test $rc -eq 0 && grep -q '\"note\":\"only 1 items match' '$work/f1.json' && test \$(grep -o '\"rank\"' '$work/f1.json' | wc -l) -eq 1"
+"$INVP" -q query --index "$work/idx" "$q" --filter 'colour=red' > /dev/null 2> "$work/ferr.txt"; rc=$?
+check "a malformed filter is a usage error naming the term" sh -c "test $rc -eq 2 && grep -q 'colour' '$work/ferr.txt'"
+"$INVP" -q query --index "$work/idx" "$q" --filter 'category=Hat' > /dev/null 2> "$work/ferr.txt"; rc=$?
+check "an unknown category exits 1 listing the known ones" sh -c "test $rc -eq 1 && grep -q 'class0' '$work/ferr.txt'"
+"$INVP" -q --json index remove --index "$work/idx" --filter 'category=class1' > "$work/rm.json"; rc=$?
+check "index remove by filter exits 0, in place" sh -c "test $rc -eq 0 && grep -q '\"in_place\":true' '$work/rm.json' && grep -q '\"removed\":[1-9]' '$work/rm.json'"
+"$INVP" -q --json query --index "$work/idx" "$q" -k 60 > "$work/rmq.json"
+check "removed items never come back" sh -c "! grep -q '\"category\":\"class1\"' '$work/rmq.json' && grep -q '\"category\":\"class0\"' '$work/rmq.json'"
+printf '# three ids\n1, 2\n3\n' > "$work/ids.txt"
+"$INVP" -q --json index remove --index "$work/idx-hnsw" --ids "$work/ids.txt" > "$work/rmh.json"; rc=$?
+check "hnsw remove keeps tombstones" sh -c "test $rc -eq 0 && grep -q '\"tombstones\":3' '$work/rmh.json'"
+"$INVP" -q --json query --index "$work/idx-hnsw" "$q" -k 45 > "$work/rmhq.json"
+check "tombstoned items are skipped" sh -c "! grep -qE '\"id\":(1|2|3),' '$work/rmhq.json' && grep -q '\"rank\":45' '$work/rmhq.json'"
+"$INVP" -q --json index compact --index "$work/idx-hnsw" > "$work/cmp.json"; rc=$?
+check "compact drops the tombstones" sh -c "test $rc -eq 0 && grep -q '\"dropped\":3' '$work/cmp.json'"
+"$INVP" -q --json query --index "$work/idx-hnsw" "$q" -k 45 > "$work/rmhq2.json"
+check "compacted index answers as the tombstoned one" test "$(grep -o '"id":[0-9]*' "$work/rmhq.json")" = "$(grep -o '"id":[0-9]*' "$work/rmhq2.json")"
+printf 'path,label\nmore/new1.pgm,Sandal\n' > "$work/labels.csv"
+"$INVP" -q --json index add --index "$work/idx-hnsw" "$work/more" --labels "$work/labels.csv" > /dev/null; rc=$?
+"$INVP" -q --json query --index "$work/idx-hnsw" "$q" -k 5 --filter 'category=Sandal' > "$work/lab.json"
+check "index add --labels names a new category" sh -c "test $rc -eq 0 && grep -q 'new1.pgm' '$work/lab.json' && test \$(grep -o '\"rank\"' '$work/lab.json' | wc -l) -eq 1"
+"$INVP" -q index remove --index "$work/idx" > /dev/null 2>&1; rc=$?
+check "index remove without ids, filter or report is a usage error" test $rc -eq 2
+
 # Error paths: one line naming the file, exit 1.
 one_line_error() {  # one_line_error NAME NEEDLE CMD...
   local name=$1 needle=$2; shift 2

@@ -87,6 +87,21 @@ try {
   const prop = await call(url, '/api/propagation?id=7&k=3&hops=2');
   check('propagation hop by hop', prop.status === 200 && prop.body.hops.length === 2 && prop.body.anchor_id === 7,
         JSON.stringify(prop.body));
+  // Filtered search: the same answer as the CLI's --filter, a bad filter is a 400.
+  const filt = 'category=class0|class1,id!=3';
+  const byFilter = await call(url, '/api/query?id=7&k=4&filter=' + encodeURIComponent(filt));
+  check('filtered query', byFilter.status === 200 && byFilter.body.filter === filt, JSON.stringify(byFilter.body));
+  sameHits(byFilter.body.hits, cliHits(invp, idx, ['--id', '7', '--filter', filt], 4), 'filter');
+  check('filtered hits are admitted', byFilter.body.hits.every((x) => /class[01]/.test(x.category) && x.id !== 3));
+  const filtImg = await call(url, '/api/query?k=3&filter=' + encodeURIComponent('category=class0'), { method: 'POST', body: img });
+  check('filtered image query', filtImg.status === 200 && filtImg.body.hits.every((x) => x.category === 'class0'));
+  const few = await call(url, '/api/query?id=7&k=5&filter=id%3D1..2');
+  check('fewer matches than k: a note', few.status === 200 && few.body.hits.length === 2 && /only 2 items/.test(few.body.note),
+        JSON.stringify(few.body));
+  for (const f of ['colour=red', 'category=Hat', 'id=9..1']) {
+    const r = await call(url, '/api/query?id=7&filter=' + encodeURIComponent(f));
+    check('bad filter ' + f + ' -> 400 with a JSON error', r.status === 400 && typeof r.body.error === 'string', JSON.stringify(r.body));
+  }
   const info = await call(url, '/api/info');
   check('info', info.status === 200 && info.body.size === 48 && info.body.model && info.body.index.recipe !== undefined);
   const pic = await call(url, '/api/image/7');

@@ -3,14 +3,34 @@
 #pragma once
 #include <invp/index/ann_index.h>
 
+#include <faiss/IndexHNSW.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/IndexPreTransform.h>
+
 #include <cstdint>
+#include <memory>
 #include <cstdio>
 #include <string>
 
 #include <fcntl.h>
 #include <unistd.h>
 
-namespace invp::index::detail {
+namespace invp::index {
+namespace detail {
+
+// Peels the wrappers that forward search parameters (id maps, pre-transforms such as OPQ).
+inline const faiss::Index* core_of(const faiss::Index* idx) {
+  for (;;) {
+    if (auto* m = dynamic_cast<const faiss::IndexIDMap*>(idx)) {
+      idx = m->index;
+    } else if (auto* p = dynamic_cast<const faiss::IndexPreTransform*>(idx)) {
+      idx = p->index;
+    } else {
+      return idx;
+    }
+  }
+}
 
 // Runs f with stdout pointed at /dev/null: FAISS 1.7.3 prints on stdout when it re-points
 // on-disk lists at an index's own directory and when OnDiskInvertedLists grows its file, and
@@ -58,4 +78,22 @@ void check_matrix(const at::Tensor& t, int64_t dim, const char* what);
 
 std::string human_bytes(int64_t bytes);
 
-}  // namespace invp::index::detail
+}  // namespace detail
+
+// What an AnnIndex holds (ann_index.cpp; filtered search and removal in ann_filter.cpp).
+struct AnnIndex::Impl {
+  std::unique_ptr<faiss::Index> index;
+  std::string factory;
+  int64_t train_size = 0;
+  faiss::IndexIVF* ivf = nullptr;    // the tunable core, if IVF
+  faiss::IndexHNSW* hnsw = nullptr;  // the tunable core, if HNSW
+
+  void find_core() {
+    auto* core = const_cast<faiss::Index*>(detail::core_of(index.get()));
+    ivf = dynamic_cast<faiss::IndexIVF*>(core);
+    hnsw = dynamic_cast<faiss::IndexHNSW*>(core);
+  }
+  bool l2() const { return index->metric_type == faiss::METRIC_L2; }
+};
+
+}  // namespace invp::index

@@ -46,18 +46,7 @@ static_assert(sizeof(faiss::Index::idx_t) == sizeof(int64_t), "FAISS ids must be
 constexpr int kOpqIterations = 10;
 constexpr int kOpqFirstPqIterations = 10;
 
-// Peels the wrappers that forward search parameters (id maps, pre-transforms such as OPQ).
-const faiss::Index* core_of(const faiss::Index* idx) {
-  for (;;) {
-    if (auto* m = dynamic_cast<const faiss::IndexIDMap*>(idx)) {
-      idx = m->index;
-    } else if (auto* p = dynamic_cast<const faiss::IndexPreTransform*>(idx)) {
-      idx = p->index;
-    } else {
-      return idx;
-    }
-  }
-}
+using detail::core_of;
 
 // Stable ids: an id map anywhere outside, or IVF (which stores ids in its lists).
 bool has_stable_ids(const faiss::Index* idx) {
@@ -125,21 +114,6 @@ void check_matrix(const at::Tensor& t, int64_t dim, const char* what) {
     throw Error("", w + " have dim " + std::to_string(t.size(1)) + " but the index has dim " + std::to_string(dim));
 }
 }  // namespace detail
-
-struct AnnIndex::Impl {
-  std::unique_ptr<faiss::Index> index;
-  std::string factory;
-  int64_t train_size = 0;
-  faiss::IndexIVF* ivf = nullptr;    // the tunable core, if IVF
-  faiss::IndexHNSW* hnsw = nullptr;  // the tunable core, if HNSW
-
-  void find_core() {
-    auto* core = const_cast<faiss::Index*>(core_of(index.get()));
-    ivf = dynamic_cast<faiss::IndexIVF*>(core);
-    hnsw = dynamic_cast<faiss::IndexHNSW*>(core);
-  }
-  bool l2() const { return index->metric_type == faiss::METRIC_L2; }
-};
 
 AnnIndex::AnnIndex(const Recipe& recipe, int64_t dim, int64_t expected_n) : impl_(std::make_unique<Impl>()) {
   if (dim < 1 || dim > (1 << 20)) throw Error("", "index dimension " + std::to_string(dim) + " out of range");

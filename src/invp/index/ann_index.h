@@ -6,6 +6,7 @@
 // are Q×k, best first, with id −1 and similarity −inf where fewer than k were found.
 #pragma once
 #include <invp/index/exact_knn.h>
+#include <invp/index/id_set.h>
 
 #include <ATen/core/Tensor.h>
 
@@ -82,6 +83,18 @@ class AnnIndex {
   // Q×k results; k ≤ 0 is an error; k > size() pads with −1 / −inf. Ids must be ≥ 0;
   // duplicates are the caller's to refuse.
   KnnResult search(const at::Tensor& queries, int k) const;
+  // The same among the ids in ALLOWED only (ann_filter.cpp). IVF and flat indexes apply the
+  // set inside FAISS's search (an IDSelector); IVF raises nprobe in proportion to how few
+  // ids the set admits, so a filtered query scans about as many admitted candidates as an
+  // unfiltered one. HNSW (FAISS 1.7.3 takes no search parameters there) over-fetches:
+  // k / selectivity candidates with efSearch raised to match, four times more for queries
+  // still short of k, until the whole index has been searched. STATS says which happened.
+  KnnResult search(const at::Tensor& queries, int k, const IdSet& allowed, FilterStats* stats = nullptr) const;
+  // Removal in place (Flat, IVF with lists in memory): ids absent from the index are
+  // ignored; returns how many were removed. Where can_remove() is false (HNSW, lists mapped
+  // from disk) it throws, and callers keep a tombstone set instead.
+  bool can_remove() const;
+  int64_t remove(const std::vector<int64_t>& ids);
   int64_t size() const;
   int64_t dim() const;
   // The resolved factory string as given to FAISS, with the "IDMap2," prefix where one was

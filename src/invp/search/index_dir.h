@@ -25,6 +25,7 @@
 #pragma once
 #include <invp/index/ann_index.h>
 #include <invp/search/embedder.h>
+#include <invp/search/filter.h>
 #include <invp/store/embedding_store.h>
 
 #include <torch/torch.h>
@@ -55,6 +56,7 @@ struct IndexInfo {
   std::string ivfdata;               // on-disk lists file ("" = lists in the .faiss file)
   std::string added;                 // added-<gen>.faiss of an on-disk index ("" = none)
   int rerank = 0;                    // candidates re-ranked exactly from the vectors file (0 = off)
+  int64_t tombstones = 0;            // removed vectors the FAISS index still holds (see remove_from_index)
   double rerank_recall = 0;          // recall@k measured with re-ranking at the tuned parameters
   index::Recipe recipe;
   std::string factory;               // resolved factory string
@@ -106,7 +108,10 @@ struct AddReport {
 };
 // Adds ROWS (embeddings required; their ids are replaced by next_id, next_id+1, ...) made
 // with the index's model (model_hash must match). The index is not rebuilt or retrained.
-AddReport add_to_index(const std::string& dir, const store::Rows& rows, const std::string& model_hash);
+// CATEGORIES, when given, is the new label → name list (the index's own list followed by
+// new names, e.g. from apply_label_csv in index_edit.h); anything else is refused.
+AddReport add_to_index(const std::string& dir, const store::Rows& rows, const std::string& model_hash,
+                       const std::vector<std::string>& categories = {});
 
 // Train once, fill in slices, merge (index_slices.cpp). `train_index` trains an IVF recipe on
 // SAMPLE and writes a "trained" directory (index-1.faiss empty, no metadata); expected_n sets
@@ -157,8 +162,13 @@ class IndexHandle {
   // call waits for it (and throws its load error, if any).
   index::AnnIndex& ann();
   // Raw top-k over the whole directory (the base index and, for on-disk indexes, the added
-  // slice), re-ranked exactly from the vectors file when info().rerank is set.
-  index::KnnResult search_ids(const torch::Tensor& queries, int k);
+  // slice), re-ranked exactly from the vectors file when info().rerank is set. ALLOWED
+  // restricts the hits to those ids (AnnIndex's filtered search; STATS says how it went);
+  // removed items (tombstones) are never returned either way.
+  index::KnnResult search_ids(const torch::Tensor& queries, int k, const index::IdSet* allowed = nullptr,
+                              index::FilterStats* stats = nullptr);
+  // The ids F admits, computed from the metadata once per filter text and kept (a few).
+  const index::IdSet& allowed(const Filter& f);
   // Search parameters for the whole directory (base index and added slice).
   void set_search_params(const std::map<std::string, double>& params);
   // First and last id held (ids are increasing in meta).
@@ -173,7 +183,8 @@ class IndexHandle {
   // k best hits per query row (Q×D normalised); `exclude` (one id per query, −1 for none)
   // drops that id from its row (a query that is itself in the index).
   std::vector<std::vector<Hit>> search(const torch::Tensor& queries, int k,
-                                       const std::vector<int64_t>& exclude = {});
+                                       const std::vector<int64_t>& exclude = {},
+                                       const index::IdSet* allowed = nullptr, index::FilterStats* stats = nullptr);
   // Row of id in meta (−1 if absent) and the stored embeddings of ids (n×D).
   int64_t row_of(int64_t id);
   torch::Tensor vectors(const std::vector<int64_t>& ids);
@@ -181,6 +192,7 @@ class IndexHandle {
   // All labels of the collection in meta-row order (loaded once).
   const std::vector<int32_t>& labels();
   const std::vector<int64_t>& ids();
+  const std::vector<std::string>& paths();
 
  private:
   std::string dir_, model_override_, device_;
@@ -192,7 +204,10 @@ class IndexHandle {
   std::unique_ptr<Embedder> embedder_;
   std::vector<int64_t> ids_;
   std::vector<int32_t> labels_;
+  std::vector<std::string> paths_;
   bool rows_loaded_ = false;
+  std::unique_ptr<index::IdSet> live_;  // every id meta holds, when tombstones must be skipped
+  std::vector<std::pair<std::string, index::IdSet>> allowed_;  // by filter text, newest last
   void load_rows();
 };
 

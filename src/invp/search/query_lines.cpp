@@ -59,10 +59,11 @@ class LineReader {
 
 // A line as a request: id:N for an indexed item, else an image path. A line that is
 // neither comes back as an error result without reaching the service.
-QueryRequest line_request(const std::string& l, int k, std::string& error) {
+QueryRequest line_request(const std::string& l, int k, const std::string& filter, std::string& error) {
   QueryRequest r;
   r.name = l;
   r.k = k;
+  r.filter = filter;
   const bool id_line = l.rfind("id:", 0) == 0;
   if (id_line && l.size() > 3 && l.find_first_not_of("0123456789", 3) == std::string::npos) {
     if (l.size() > 3 + 18) error = Error(l, "id out of range").what();
@@ -77,7 +78,7 @@ QueryRequest line_request(const std::string& l, int k, std::string& error) {
 
 }  // namespace
 
-LineLoopReport serve_lines(QueryService& service, int in_fd, std::FILE* out, int k) {
+LineLoopReport serve_lines(QueryService& service, int in_fd, std::FILE* out, int k, const std::string& filter) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   // Enough lines to fill a batch; more would only delay the first answers of a bulk input.
@@ -90,7 +91,7 @@ LineLoopReport serve_lines(QueryService& service, int in_fd, std::FILE* out, int
     std::vector<QueryRequest> requests;
     std::vector<size_t> asked;
     for (size_t i = 0; i < lines.size(); ++i) {
-      auto r = line_request(lines[i], k, errors[i]);
+      auto r = line_request(lines[i], k, filter, errors[i]);
       if (errors[i].empty()) requests.push_back(std::move(r)), asked.push_back(i);
     }
     auto results = service.query_many(std::move(requests));
@@ -105,6 +106,7 @@ LineLoopReport serve_lines(QueryService& service, int in_fd, std::FILE* out, int
         ++rep.failed;
       } else {
         j["hits"] = hits_json(results[g].hits);
+        if (!results[g].note.empty()) j["note"] = results[g].note;
       }
       if (asked_here) ++g;
       text += j.dump() + "\n";

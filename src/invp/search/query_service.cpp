@@ -19,6 +19,7 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 
 Fault fault_of(const std::exception& e, Fault otherwise) {
   if (auto* q = dynamic_cast<const QueryError*>(&e)) return q->fault();
+  if (auto* er = dynamic_cast<const Error*>(&e); er && er->file() == "--filter") return Fault::bad_request;
   return otherwise;
 }
 }  // namespace
@@ -129,6 +130,7 @@ std::vector<QueryResult> QueryService::query_many(std::vector<QueryRequest> requ
       auto& it = items[i];
       try {
         check_k(it->request.k);
+        Filter::parse(it->request.filter);  // a malformed filter is the client's mistake
         if (it->request.id < 0) it->image = decode(it->request);
       } catch (const std::exception& e) {
         it->result.set_value({it->request.name, {}, fault_of(e, Fault::unprocessable), e.what(), {}});
@@ -196,25 +198,31 @@ void QueryService::answer(std::vector<std::shared_ptr<Item>>& batch, BatchTiming
     }
   }
   auto t1 = Clock::now();
-  std::map<int, std::vector<size_t>> by_k;
+  std::map<std::pair<int, std::string>, std::vector<size_t>> groups;  // one search per (k, filter)
   for (size_t i = 0; i < n; ++i)
-    if (errors[i].empty()) by_k[batch[i]->request.k].push_back(i);
+    if (errors[i].empty()) groups[{batch[i]->request.k, batch[i]->request.filter}].push_back(i);
   std::vector<std::vector<Hit>> hits(n);
-  for (auto& [k, which] : by_k) {
+  std::vector<std::string> notes(n);
+  for (auto& [key, which] : groups) {
     std::vector<torch::Tensor> q;
     std::vector<int64_t> exclude;
     for (size_t i : which) q.push_back(rows[i]), exclude.push_back(batch[i]->request.id);
     try {
-      auto found = search(h, torch::stack(q), k, exclude);
-      for (size_t j = 0; j < which.size(); ++j) hits[which[j]] = std::move(found[j]);
+      std::string note;
+      auto found = search(h, torch::stack(q), key.first, exclude, key.second, &note);
+      for (size_t j = 0; j < which.size(); ++j) {
+        hits[which[j]] = std::move(found[j]);
+        if (int(hits[which[j]].size()) < key.first) notes[which[j]] = note;
+      }
     } catch (const std::exception& e) {
-      for (size_t i : which) errors[i] = e.what(), faults[i] = Fault::unavailable;
+      // A filter naming a category the index lacks is the client's; anything else the engine's.
+      for (size_t i : which) errors[i] = e.what(), faults[i] = fault_of(e, Fault::unavailable);
     }
   }
   if (t) t->embed_ms += std::chrono::duration<double, std::milli>(t1 - t0).count(), t->search_ms += ms_since(t1);
   ++batches_;
   for (size_t i = 0; i < n; ++i) {
-    QueryResult r{batch[i]->request.name, std::move(hits[i]), faults[i], errors[i], {}};
+    QueryResult r{batch[i]->request.name, std::move(hits[i]), faults[i], errors[i], notes[i], {}};
     if (batch[i]->keep_image) r.image = std::move(batch[i]->image);
     batch[i]->image = {};
     batch[i]->result.set_value(std::move(r));
@@ -223,10 +231,17 @@ void QueryService::answer(std::vector<std::shared_ptr<Item>>& batch, BatchTiming
 
 // IndexHandle::search with the hits described through the cache.
 std::vector<std::vector<Hit>> QueryService::search(IndexHandle& h, const torch::Tensor& q, int k,
-                                                   const std::vector<int64_t>& exclude) {
+                                                   const std::vector<int64_t>& exclude, const std::string& filter,
+                                                   std::string* note) {
   if (q.dim() != 2 || q.size(1) != h.info().dim) return h.search(q, k, exclude);  // its error
   constexpr size_t kMaxDescribed = 200000;
-  auto res = h.ann().search(q.contiguous(), k + 1);  // one spare for the query's own id
+  const Filter f = Filter::parse(filter);
+  const index::IdSet* allowed = f.empty() ? nullptr : &h.allowed(f);
+  index::FilterStats st;
+  // The whole directory (added slice, re-ranking, tombstones); one spare for the query's own id.
+  auto res = h.search_ids(q.contiguous(), k + 1, allowed, &st);
+  if (allowed && note)
+    *note = "only " + std::to_string(allowed->count()) + " items match the filter '" + f.text() + "'";
   auto ids = res.indices.accessor<int64_t, 2>();
   auto sims = res.similarities.accessor<float, 2>();
   std::vector<std::vector<Hit>> out(size_t(q.size(0)));

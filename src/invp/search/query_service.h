@@ -53,6 +53,7 @@ struct QueryRequest {
   std::vector<uint8_t> image;  // an encoded image (PNG, JPEG, ...); or
   std::string path;            // an image file named by the operator (never by a remote client)
   int k = 10;
+  std::string filter;          // hits restricted to the items this admits (filter.h grammar)
 };
 
 struct QueryResult {
@@ -60,6 +61,7 @@ struct QueryResult {
   std::vector<Hit> hits;
   Fault fault = Fault::none;
   std::string error;           // set when fault != none
+  std::string note;            // e.g. fewer than k hits because few items match the filter
   data::Image image;           // the decoded query image, when asked to keep it (montages)
 };
 
@@ -139,7 +141,8 @@ class QueryService {
   data::Image decode(const QueryRequest& r) const;
   torch::Tensor vector_of(IndexHandle& h, const QueryRequest& r, data::Image* decoded);
   void check_k(int k) const;
-  std::vector<std::vector<Hit>> search(IndexHandle& h, const torch::Tensor& q, int k, const std::vector<int64_t>& exclude);
+  std::vector<std::vector<Hit>> search(IndexHandle& h, const torch::Tensor& q, int k, const std::vector<int64_t>& exclude,
+                                       const std::string& filter, std::string* note);
 };
 
 // Hits as the `--json query` schema: rank (from 1), id, score, label, path, category if known.
@@ -149,12 +152,13 @@ nlohmann::json hits_json(const std::vector<Hit>& hits);
 std::vector<std::string> read_path_list(std::istream& in);
 
 // `invp query --serve`: each line of IN_FD is an image path or id:N, answered by one JSON line
-// {"query","hits"} or {"query","error"} on OUT in input order, as soon as no more input is
+// {"query","hits"[,"note"]} or {"query","error"} on OUT in input order, as soon as no more input is
 // waiting; input that arrives in bulk is answered in batches. Runs until the end of input.
 struct LineLoopReport {
   int64_t answered = 0, failed = 0;
   double seconds = 0;
 };
-LineLoopReport serve_lines(QueryService& service, int in_fd, std::FILE* out, int k);
+// FILTER (filter.h grammar) restricts every line's hits.
+LineLoopReport serve_lines(QueryService& service, int in_fd, std::FILE* out, int k, const std::string& filter = "");
 
 }  // namespace invp::search

@@ -60,11 +60,16 @@ struct BadParam : std::runtime_error {
 
 // Every parameter must be printable ASCII without path segments: ids and k are numbers, and
 // nothing a client sends is ever used as a path, so anything else is a mistake or a probe.
+// The one exception is `filter`: an expression matched against metadata (never opened), whose
+// ranges hold "..", path patterns '/', and category names any UTF-8.
 void check_params(const httplib::Request& req) {
   for (const auto& [key, value] : req.params) {
+    const bool expression = key == "filter";
     for (const std::string* s : {&key, &value})
       for (unsigned char c : *s)
-        if (c < 0x20 || c > 0x7e) throw BadParam("parameter '" + key + "' is not printable ASCII");
+        if (c < 0x20 || c == 0x7f || (c > 0x7e && !(expression && s == &value)))
+          throw BadParam("parameter '" + key + "' is not printable ASCII");
+    if (expression) continue;
     if (value.find("..") != std::string::npos || value.find('/') != std::string::npos)
       throw BadParam("parameter '" + key + "' holds a path; ids and k are numbers");
   }
@@ -87,6 +92,10 @@ int64_t int_param(const httplib::Request& req, const std::string& name, int64_t 
 search::QueryRequest request_of(const httplib::Request& req, int64_t k, bool body_allowed) {
   search::QueryRequest r;
   r.k = int(k);
+  if (req.has_param("filter")) {
+    r.filter = req.get_param_value("filter");
+    if (r.filter.size() > 4096) throw BadParam("filter longer than 4096 characters");
+  }
   if (req.has_param("id")) {
     r.id = int_param(req, "id", -1, 0, int64_t(1) << 53);
     r.name = "id " + std::to_string(r.id);
@@ -150,9 +159,14 @@ class Service {
 
   void query(const httplib::Request& req, httplib::Response& res, bool body) {
     const auto k = int_param(req, "k", 10, 1, o_.max_k);
-    auto r = q_.query(request_of(req, k, body));
+    auto request = request_of(req, k, body);
+    const std::string filter = request.filter;
+    auto r = q_.query(std::move(request));
     if (r.fault != search::Fault::none) return send_error(res, status_of(r.fault), r.error);
-    send_json(res, {{"query", r.name}, {"k", k}, {"generation", q_.generation()}, {"hits", search::hits_json(r.hits)}});
+    nlohmann::json j{{"query", r.name}, {"k", k}, {"generation", q_.generation()}, {"hits", search::hits_json(r.hits)}};
+    if (!filter.empty()) j["filter"] = filter;
+    if (!r.note.empty()) j["note"] = r.note;
+    send_json(res, j);
   }
 
   void categories(const httplib::Request& req, httplib::Response& res, bool body) {
