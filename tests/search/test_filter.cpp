@@ -147,7 +147,8 @@ TEST(Filter, FlatAndFullProbeIvfEqualBruteForceOverTheSubset) {
         auto q = c.all.embeddings[i * 101].unsqueeze(0).contiguous();
         index::FilterStats st;
         auto got = h.search_ids(q, 10, &allowed, &st).indices[0];
-        EXPECT_TRUE(st.in_faiss) << recipe;
+        // Flat over-fetches an exact search where most items are admitted; IVF never does.
+        EXPECT_TRUE(st.in_faiss || st.exact || (recipe == "flat" && st.fetched > 0)) << recipe << " " << text;
         auto want = oracle(c.all, allowed, q[0], 10);
         for (size_t j = 0; j < want.size(); ++j) ASSERT_EQ(got[int64_t(j)].item<int64_t>(), want[j]) << recipe << " " << text;
       }

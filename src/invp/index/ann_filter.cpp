@@ -20,13 +20,6 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Over-fetching answers queries in blocks of at most this many candidates (ids + scores).
 constexpr int64_t kCandidatesPerBlock = int64_t(1) << 24;
 
-// Positions inside an IndexIDMap's wrapped index, seen through the id map.
-struct MappedSelector : faiss::IDSelector {
-  const std::vector<idx_t>& map;
-  const faiss::IDSelector& inner;
-  MappedSelector(const std::vector<idx_t>& m, const faiss::IDSelector& s) : map(m), inner(s) {}
-  bool is_member(idx_t i) const override { return i >= 0 && size_t(i) < map.size() && inner.is_member(map[size_t(i)]); }
-};
 
 // Restores an HNSW's efSearch when over-fetching is done with it.
 struct EfGuard {
@@ -40,6 +33,64 @@ struct EfGuard {
     if (hnsw) hnsw->hnsw.efSearch = saved;
   }
 };
+
+// Admitted items up to this share of the index are scored exactly (exact_subset): a filter
+// that selective leaves an index's search structure little to work with (the nearest admitted
+// items sit in lists an IVF probe does not reach, beyond what an HNSW beam holds), while
+// scoring them all costs no more than a few probes.
+constexpr double kExactShare = 0.1;
+// FAISS 1.7.3 scans a Flat index with an IDSelector one vector at a time (no BLAS), slower than
+// copying out the admitted vectors and scoring them with BLAS (BENCHMARKS.md) for any share
+// measured; where most items are admitted, an unfiltered BLAS search for k / selectivity and
+// dropping the rest is faster still, and as exact.
+constexpr double kFlatExactBelow = 0.5;
+
+// The admitted vectors and their ids, reconstructed from the index (IVF: in the space of its
+// pre-transform, where queries are compared too).
+void gather(const faiss::Index* target, const faiss::IndexIDMap* map, const faiss::IndexIVF* ivf,
+            const IdSet& allowed, std::vector<float>& vecs, std::vector<int64_t>& ids) {
+  const size_t d = size_t(target->d);
+  if (ivf) {
+    for (size_t l = 0; l < ivf->nlist; ++l) {
+      const size_t len = ivf->invlists->list_size(l);
+      if (len == 0) continue;
+      faiss::InvertedLists::ScopedIds lid(ivf->invlists, l);
+      for (size_t j = 0; j < len; ++j) {
+        if (!allowed.contains(lid[j])) continue;
+        ids.push_back(lid[j]);
+        vecs.resize(vecs.size() + d);
+        ivf->reconstruct_from_offset(int64_t(l), int64_t(j), vecs.data() + vecs.size() - d);
+      }
+    }
+    return;
+  }
+  for (size_t i = 0; i < map->id_map.size(); ++i) {
+    if (!allowed.contains(map->id_map[i])) continue;
+    ids.push_back(map->id_map[i]);
+    vecs.resize(vecs.size() + d);
+    map->index->reconstruct(idx_t(i), vecs.data() + vecs.size() - d);
+  }
+}
+
+// Top k of every query over the gathered rows (similarity: inner product, or −squared L2).
+void exact_subset(const float* x, int64_t q, int64_t d, const std::vector<float>& vecs,
+                  const std::vector<int64_t>& ids, bool l2, KnnResult& r) {
+  const int64_t m = int64_t(ids.size()), k = r.indices.size(1), kk = std::min(k, m);
+  if (m == 0) return;
+  auto base = at::from_blob(const_cast<float*>(vecs.data()), {m, d}, at::kFloat);
+  auto id = at::from_blob(const_cast<int64_t*>(ids.data()), {m}, at::kLong);
+  auto norms = l2 ? base.pow(2).sum(1) : at::Tensor();
+  const int64_t block = std::max<int64_t>(1, kCandidatesPerBlock / m);
+  for (int64_t s = 0; s < q; s += block) {
+    const int64_t e = std::min(q, s + block);
+    auto qs = at::from_blob(const_cast<float*>(x) + s * d, {e - s, d}, at::kFloat);
+    auto sims = at::matmul(qs, base.t());
+    if (l2) sims = 2 * sims - norms.unsqueeze(0) - qs.pow(2).sum(1, true);
+    auto top = sims.topk(kk, 1, true, true);
+    r.similarities.slice(0, s, e).narrow(1, 0, kk).copy_(std::get<0>(top));
+    r.indices.slice(0, s, e).narrow(1, 0, kk).copy_(id.index_select(0, std::get<1>(top).flatten()).view({e - s, kk}));
+  }
+}
 
 }  // namespace
 
@@ -67,11 +118,34 @@ KnnResult AnnIndex::search(const at::Tensor& queries, int k, const IdSet& allowe
     x = xt, target = p->index;
   }
   at::Tensor ids = at::empty({q, kk}, at::kLong), sims = at::empty({q, kk}, at::kFloat);
+  const bool ivf = impl_->ivf && target == impl_->ivf;
+  const bool flat = map && dynamic_cast<const faiss::IndexFlat*>(map->index);
+  const double exact_below = flat ? kFlatExactBelow : kExactShare;
+  if ((ivf || map) && selectivity <= exact_below) {
+    std::vector<float> vecs;
+    std::vector<int64_t> got;
+    try {
+      gather(target, map, ivf ? impl_->ivf : nullptr, allowed, vecs, got);
+    } catch (const std::exception& e) {
+      throw Error("", "reading the admitted vectors of " + impl_->factory + " failed: " + e.what());
+    }
+    exact_subset(x, q, int64_t(target->d), vecs, got, impl_->l2(), r);
+    st.exact = true;
+    st.exhausted = int64_t(got.size()) < k;
+    if (stats) *stats = st;
+    return r;
+  }
   try {
-    if (impl_->ivf && target == impl_->ivf) {
+    if (ivf) {
       faiss::SearchParametersIVF p;
       p.sel = &bitmap;
-      p.nprobe = size_t(std::min<double>(double(impl_->ivf->nlist), std::ceil(double(impl_->ivf->nprobe) / selectivity)));
+      // The admitted share of each list is about the selectivity s, so nprobe/s lists hold as
+      // many admitted candidates as an unfiltered search scans; but the nearest admitted items
+      // lie farther out than the nearest items, in lists ranked lower, so the probe reaches
+      // (1 + log2(1/s))^2 times further. Skipped (not admitted) entries cost an id check only.
+      const double spread = 1 + std::log2(1 / selectivity);
+      const double reach = spread * spread / selectivity;
+      p.nprobe = size_t(std::min<double>(double(impl_->ivf->nlist), std::ceil(double(impl_->ivf->nprobe) * reach)));
       p.max_codes = impl_->ivf->max_codes;
       impl_->ivf->search(q, x, kk, sims.data_ptr<float>(), ids.data_ptr<int64_t>(), &p);
       // Queries short of k probe every list once more: then short means exhausted.
@@ -85,15 +159,6 @@ KnnResult AnnIndex::search(const at::Tensor& queries, int k, const IdSet& allowe
         ids.index_copy_(0, short_rows, si);
         sims.index_copy_(0, short_rows, ss);
       }
-      st.in_faiss = true;
-    } else if (map && dynamic_cast<const faiss::IndexFlat*>(map->index)) {
-      MappedSelector sel(map->id_map, bitmap);
-      faiss::SearchParameters p;
-      p.sel = &sel;
-      map->index->search(q, x, kk, sims.data_ptr<float>(), ids.data_ptr<int64_t>(), &p);
-      auto* id = ids.data_ptr<int64_t>();
-      for (int64_t j = 0; j < ids.numel(); ++j)
-        if (id[j] >= 0) id[j] = map->id_map[size_t(id[j])];
       st.in_faiss = true;
     }
   } catch (const std::exception& e) {

@@ -83,12 +83,14 @@ class AnnIndex {
   // Q×k results; k ≤ 0 is an error; k > size() pads with −1 / −inf. Ids must be ≥ 0;
   // duplicates are the caller's to refuse.
   KnnResult search(const at::Tensor& queries, int k) const;
-  // The same among the ids in ALLOWED only (ann_filter.cpp). IVF and flat indexes apply the
-  // set inside FAISS's search (an IDSelector); IVF raises nprobe in proportion to how few
-  // ids the set admits, so a filtered query scans about as many admitted candidates as an
-  // unfiltered one. HNSW (FAISS 1.7.3 takes no search parameters there) over-fetches:
-  // k / selectivity candidates with efSearch raised to match, four times more for queries
-  // still short of k, until the whole index has been searched. STATS says which happened.
+  // The same among the ids in ALLOWED only (ann_filter.cpp), in one of three ways (STATS
+  // says which): a set that admits few items (see kExactShare there; Flat: under half) is
+  // scored exactly, its vectors read back from the index; IVF applies a larger set inside
+  // FAISS's search (an IDSelector) with nprobe raised as the set gets more selective, and
+  // probes every list for queries still short of k; HNSW (FAISS 1.7.3 takes no search
+  // parameters there) and Flat over-fetch: k / selectivity candidates (HNSW: efSearch raised
+  // to match), four times more for queries still short of k, until the whole index has been
+  // searched. Not safe beside another search of the same HNSW index (efSearch is changed).
   KnnResult search(const at::Tensor& queries, int k, const IdSet& allowed, FilterStats* stats = nullptr) const;
   // Removal in place (Flat, IVF with lists in memory): ids absent from the index are
   // ignored; returns how many were removed. Where can_remove() is false (HNSW, lists mapped

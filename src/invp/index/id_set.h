@@ -30,6 +30,7 @@ class IdSet {
 
 // How a filtered search went (AnnIndex::search with an IdSet).
 struct FilterStats {
+  bool exact = false;      // few admitted items: scored exactly, all of them (no index search)
   bool in_faiss = false;   // the set was applied inside FAISS's search (IDSelector)
   int64_t fetched = 0;     // otherwise: the most candidates fetched for one query to find k
   bool exhausted = false;  // some query searched the whole index and found fewer than k

@@ -219,6 +219,7 @@ index::KnnResult IndexHandle::search_ids(const torch::Tensor& queries, int k, co
     auto r = a.search(queries, fetch, *allowed, &st);
     if (stats) {
       stats->in_faiss = st.in_faiss;
+      stats->exact = st.exact;
       stats->fetched = std::max(stats->fetched, st.fetched);
       stats->exhausted = stats->exhausted || st.exhausted;
     }
