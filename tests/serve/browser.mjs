@@ -65,6 +65,18 @@ try {
   check('the new grid differs from the first', JSON.stringify(again) !== JSON.stringify(got));
   await thumbsLoaded(page);
   await page.waitForFunction(() => document.querySelectorAll('#propagation .row img').length > 0);
+
+  // A filter typed into the page re-runs the search: the hits of invp --json query --filter.
+  await page.type('#filter', 'category=class0');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => [...document.querySelectorAll('#hits .hit .cat')].every((c) => c.textContent.startsWith('class0 ')));
+  const filtered = await gridIds(page);
+  const wantFiltered = cliHits(invp, idx, ['--id', String(second), '--filter', 'category=class0'], K).map((h) => h.id);
+  check('filtered grid: the hits of invp --json query --filter', JSON.stringify(filtered) === JSON.stringify(wantFiltered),
+        `page ${filtered} cli ${wantFiltered}`);
+  check('the filter offers the categories', (await page.$$eval('#filter-choices option', (o) => o.map((x) => x.value)))
+    .includes('category=class2'));
+  await page.$eval('#filter', (e) => { e.value = ''; });
   check('no script errors', errors.length === 0, errors.join('; '));
   if (screenshot) {
     await page.waitForFunction(() => [...document.querySelectorAll('img')].every((i) => i.complete));

@@ -104,9 +104,9 @@ async function run(query, path, init, side) {
   status('searching…');
   const t0 = performance.now();
   try {
-    const r = await api(path, init);
+    const r = await api(path + filterParam(), init);
     renderHits(query, r.hits);
-    status(r.hits.length + ' hits in ' + Math.round(performance.now() - t0) + ' ms');
+    status(r.hits.length + ' hits in ' + Math.round(performance.now() - t0) + ' ms' + (r.note ? ' (' + r.note + ')' : ''));
   } catch (e) {
     status(e.message, true);
     return;
@@ -117,6 +117,11 @@ async function run(query, path, init, side) {
 }
 
 function k() { return $('#k').value; }
+// The filter box as a query parameter ('' when empty); the server checks the expression.
+function filterParam() {
+  const f = $('#filter').value.trim();
+  return f ? '&filter=' + encodeURIComponent(f) : '';
+}
 
 function searchId(id) {
   $('#id').value = id;
@@ -154,6 +159,8 @@ async function facts() {
       [(i.categories || []).length, 'categories'],
       [i.generation, 'generation'],
     ];
+    $('#filter-choices').replaceChildren(...(i.categories || []).map((c) =>
+      Object.assign(document.createElement('option'), { value: 'category=' + c })));
     $('#facts').replaceChildren(...bits.map(([v, k]) => {
       const s = document.createElement('span');
       s.innerHTML = '<b></b> ';
@@ -177,6 +184,8 @@ $('#by-id').addEventListener('submit', (e) => {
   if (!/^[0-9]{1,15}$/.test(v)) return status('an id is a whole number', true);
   searchId(Number(v));
 });
+// A new filter re-runs the current search (Enter or leaving the box).
+$('#filter').addEventListener('change', () => { if (last) run(last.query, last.path, last.init, last.side); });
 $('#auth').addEventListener('submit', (e) => {
   e.preventDefault();
   apiKey = $('#key').value;
