@@ -9,6 +9,7 @@
 #include <invp/data/fetch.h>
 #include <invp/data/montage.h>
 #include <invp/search/index_dir.h>
+#include <invp/search/index_set.h>
 #include <invp/search/inspect.h>
 #include <invp/search/query_service.h>
 #include <invp/search/report.h>
@@ -87,20 +88,132 @@ std::vector<search::QueryRequest> command_line_requests(const std::vector<std::s
   return out;
 }
 
+struct QueryArgs {
+  std::vector<std::string> indexes, images;
+  std::string model, montage, device = "cpu", filter;
+  std::vector<int64_t> ids;
+  int k = 10;
+  bool serve = false;
+};
+
+// What a one-shot query answered, for printing.
+struct Answers {
+  std::vector<std::string> names, notes;
+  std::vector<std::vector<search::Hit>> hits;
+  double load_ms = 0, embed_ms = 0, search_ms = 0;
+};
+
+// One index: through the query service (batched embedding, the hit cache, montages).
+Answers answer_one(const QueryArgs& a, search::QueryService& svc) {
+  Answers out;
+  search::BatchTimings bt;
+  auto results = svc.query_many(command_line_requests(a.images, a.ids, a.k, a.filter), !a.montage.empty(), &bt);
+  std::vector<data::Image> firsts;
+  for (auto& r : results) {
+    if (r.fault != search::Fault::none) throw Error("", r.error);
+    out.names.push_back(r.name), out.notes.push_back(r.note), out.hits.push_back(r.hits);
+    firsts.push_back(std::move(r.image));
+  }
+  out.embed_ms = bt.embed_ms, out.search_ms = bt.search_ms;
+  if (!a.montage.empty()) {
+    for (size_t i = 0; i < a.ids.size(); ++i) firsts[i] = svc.item_image(a.ids[i]);
+    search::write_hits_montage(firsts, {}, out.hits, a.k + 1, 96, a.montage);
+  }
+  return out;
+}
+
+// Several directories searched as one collection (search::IndexSet: per-directory top k
+// merged by score; one model, disjoint ids).
+Answers answer_set(const QueryArgs& a) {
+  Answers out;
+  search::IndexSet set(a.indexes, a.model, a.device);
+  const auto filter = search::Filter::parse(a.filter);
+  auto t0 = Clock::now();
+  std::vector<torch::Tensor> rows;
+  std::vector<int64_t> exclude;
+  for (const auto& r : command_line_requests(a.images, a.ids, a.k, a.filter)) {
+    out.names.push_back(r.name);
+    exclude.push_back(r.id);
+    rows.push_back(r.id >= 0 ? set.vectors({r.id})[0]
+                             : set.embedder().embed_images({data::read_image_file(r.path, set.embedder().channels())})[0]);
+  }
+  auto t1 = Clock::now();
+  out.hits = set.search(torch::stack(rows), a.k, exclude, filter.empty() ? nullptr : &filter);
+  out.embed_ms = std::chrono::duration<double, std::milli>(t1 - t0).count(), out.search_ms = ms_since(t1);
+  out.notes.resize(out.hits.size());
+  for (size_t i = 0; i < out.hits.size(); ++i)
+    if (!filter.empty() && int(out.hits[i].size()) < a.k) out.notes[i] = "fewer than k items match the filter";
+  return out;
+}
+
+void print_answers(const QueryArgs& a, const Answers& r, Clock::time_point t0) {
+  for (size_t i = 0; i < r.hits.size(); ++i)
+    if (!r.notes[i].empty()) log::info(r.names[i] + ": " + r.notes[i]);
+  if (globals().json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t i = 0; i < r.hits.size(); ++i) {
+      out.push_back({{"query", r.names[i]}, {"hits", hits_json(r.hits[i])}});
+      if (!r.notes[i].empty()) out.back()["note"] = r.notes[i];
+    }
+    nlohmann::json j{{"index", a.indexes.size() == 1 ? nlohmann::json(a.indexes[0]) : nlohmann::json(a.indexes)},
+                     {"k", a.k}, {"results", out},
+                     {"timings_ms", {{"load", r.load_ms}, {"embed", r.embed_ms}, {"search", r.search_ms},
+                                     {"total", ms_since(t0)}}}};
+    if (!a.montage.empty()) j["montage"] = a.montage;
+    if (!a.filter.empty()) j["filter"] = a.filter;
+    std::cout << j.dump() << "\n";
+    return;
+  }
+  for (size_t i = 0; i < r.hits.size(); ++i) {
+    std::cout << "query " << r.names[i] << "\n";
+    std::printf("%4s  %6s  %-16s  %s\n", "rank", "score", "label", "path");
+    for (size_t n = 0; n < r.hits[i].size(); ++n) {
+      const auto& x = r.hits[i][n];
+      std::printf("%4zu  %6.3f  %-16s  %s\n", n + 1, x.score, label_text(x).c_str(), x.path.c_str());
+    }
+    if (i + 1 < r.hits.size()) std::cout << "\n";
+  }
+  std::fflush(stdout);
+  if (!a.montage.empty()) log::info("montage: " + a.montage);
+}
+
+void run_query(const QueryArgs& a) {
+  auto t0 = Clock::now();
+  search::Filter::parse(a.filter);  // a malformed filter fails before any work
+  if (a.indexes.size() > 1) {
+    if (a.serve || !a.montage.empty())
+      throw CLI::ValidationError("query", "--serve and --montage take one --index");
+    return print_answers(a, answer_set(a), t0);
+  }
+  prepare_heap_for(a.indexes[0]);
+  search::ServiceOptions so;
+  so.model_override = a.model;
+  so.device = a.device;
+  so.max_k = std::max(so.max_k, a.k);  // the operator may ask for any k
+  search::QueryService svc(a.indexes[0], so);
+  if (a.serve) {
+    auto rep = search::serve_lines(svc, STDIN_FILENO, stdout, a.k, a.filter);
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%.1f", rep.seconds);
+    return log::info("served " + std::to_string(rep.answered) + " queries (" + std::to_string(rep.failed) +
+                     " failed) in " + secs + " s");
+  }
+  const double load_ms = ms_since(t0);
+  auto r = answer_one(a, svc);
+  r.load_ms = load_ms;
+  print_answers(a, r, t0);
+}
+
 void add_query(CLI::App& app) {
-  struct Args {
-    std::string index, model, montage, device = "cpu", filter;
-    std::vector<std::string> images;
-    std::vector<int64_t> ids;
-    int k = 10;
-    bool serve = false;
-  };
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<QueryArgs>();
   auto* c = app.add_subcommand(
       "query",
       "Find the most similar images in an index: prints rank, cosine score, label and path for "
       "each query (IMAGE files, '-' for a list of paths on stdin, or --id N for an indexed item).");
-  c->add_option("-i,--index", a->index, "Index directory (from invp index build)")->required();
+  c->add_option("-i,--index", a->indexes,
+                "Index directory (from invp index build); repeat it to search several directories made "
+                "with one model and disjoint ids as one collection")
+      ->required()->allow_extra_args(false);
   c->add_option("images", a->images, "Query images, or '-' to read paths from stdin");
   c->add_option("--id", a->ids, "Query with indexed item(s) N (the item itself is left out)");
   c->add_option("-k", a->k, "Hits per query")->capture_default_str()->check(at_least(1));
@@ -120,69 +233,7 @@ void add_query(CLI::App& app) {
       "read; a bad line gets {\"query\",\"error\"} and the loop goes on until end of input. "
       "Start-up is paid once.");
   serve->excludes(c->get_option("images"))->excludes(c->get_option("--id"))->excludes(c->get_option("--montage"));
-  c->callback([a] {
-    globals().action = [a] {
-      auto t0 = Clock::now();
-      search::Filter::parse(a->filter);  // a malformed filter fails before any work
-      prepare_heap_for(a->index);
-      search::ServiceOptions so;
-      so.model_override = a->model;
-      so.device = a->device;
-      so.max_k = std::max(so.max_k, a->k);  // the operator may ask for any k
-      search::QueryService svc(a->index, so);
-      if (a->serve) {
-        auto rep = search::serve_lines(svc, STDIN_FILENO, stdout, a->k, a->filter);
-        char secs[32];
-        std::snprintf(secs, sizeof secs, "%.1f", rep.seconds);
-        return log::info("served " + std::to_string(rep.answered) + " queries (" + std::to_string(rep.failed) +
-                         " failed) in " + secs + " s");
-      }
-      double load_ms = ms_since(t0);
-      search::BatchTimings bt;
-      auto requests = command_line_requests(a->images, a->ids, a->k, a->filter);
-      auto results = svc.query_many(std::move(requests), !a->montage.empty(), &bt);
-      std::vector<std::vector<search::Hit>> hits;
-      for (auto& r : results) {
-        if (r.fault != search::Fault::none) throw Error("", r.error);
-        if (!r.note.empty()) log::info(r.name + ": " + r.note);
-        hits.push_back(r.hits);
-      }
-      double embed_ms = bt.embed_ms, search_ms = bt.search_ms;
-      std::vector<std::string> names;
-      for (auto& r : results) names.push_back(r.name);
-      if (!a->montage.empty()) {
-        std::vector<data::Image> firsts;
-        for (auto& r : results) firsts.push_back(r.image);
-        for (size_t i = 0; i < a->ids.size(); ++i) firsts[i] = svc.item_image(a->ids[i]);
-        search::write_hits_montage(firsts, {}, hits, a->k + 1, 96, a->montage);
-      }
-      if (globals().json) {
-        nlohmann::json out = nlohmann::json::array();
-        for (size_t i = 0; i < hits.size(); ++i) {
-          out.push_back({{"query", names[i]}, {"hits", hits_json(hits[i])}});
-          if (!results[i].note.empty()) out.back()["note"] = results[i].note;
-        }
-        nlohmann::json j{{"index", a->index}, {"k", a->k}, {"results", out},
-                         {"timings_ms", {{"load", load_ms}, {"embed", embed_ms}, {"search", search_ms},
-                                         {"total", ms_since(t0)}}}};
-        if (!a->montage.empty()) j["montage"] = a->montage;
-        if (!a->filter.empty()) j["filter"] = a->filter;
-        std::cout << j.dump() << "\n";
-      } else {
-        for (size_t i = 0; i < hits.size(); ++i) {
-          std::cout << "query " << names[i] << "\n";
-          std::printf("%4s  %6s  %-16s  %s\n", "rank", "score", "label", "path");
-          for (size_t r = 0; r < hits[i].size(); ++r) {
-            const auto& x = hits[i][r];
-            std::printf("%4zu  %6.3f  %-16s  %s\n", r + 1, x.score, label_text(x).c_str(), x.path.c_str());
-          }
-          if (i + 1 < hits.size()) std::cout << "\n";
-        }
-        std::fflush(stdout);
-        if (!a->montage.empty()) log::info("montage: " + a->montage);
-      }
-    };
-  });
+  c->callback([a] { globals().action = [a] { run_query(*a); }; });
 }
 
 void add_inspect(CLI::App& app) {

@@ -57,13 +57,15 @@ Hit IndexSet::describe(int64_t id, float score) {
   return h;
 }
 
-std::vector<std::vector<Hit>> IndexSet::search(const torch::Tensor& queries, int k, const std::vector<int64_t>& exclude) {
-  if (handles_.size() == 1) return handles_[0]->search(queries, k, exclude);
+std::vector<std::vector<Hit>> IndexSet::search(const torch::Tensor& queries, int k, const std::vector<int64_t>& exclude,
+                                               const Filter* filter) {
+  auto allowed = [&](IndexHandle& h) { return filter && !filter->empty() ? &h.allowed(*filter) : nullptr; };
+  if (handles_.size() == 1) return handles_[0]->search(queries, k, exclude, allowed(*handles_[0]));
   if (k < 1) throw Error("", "-k must be at least 1");
   const bool ex = !exclude.empty();
   const int kk = k + (ex ? 1 : 0);
   std::vector<index::KnnResult> parts;
-  for (auto& h : handles_) parts.push_back(h->search_ids(queries.contiguous(), kk));
+  for (auto& h : handles_) parts.push_back(h->search_ids(queries.contiguous(), kk, allowed(*h)));
   auto res = merge_results(parts, kk);
   std::vector<std::vector<Hit>> out(size_t(queries.size(0)));
   auto ids = res.indices.accessor<int64_t, 2>();

@@ -23,8 +23,10 @@ class IndexSet {
   IndexHandle& at(size_t i) { return *handles_[i]; }
   IndexHandle& first() { return *handles_[0]; }
   int64_t size() const;
-  // k best hits per query over all directories; `exclude` as IndexHandle::search.
-  std::vector<std::vector<Hit>> search(const torch::Tensor& queries, int k, const std::vector<int64_t>& exclude = {});
+  // k best hits per query over all directories; `exclude` as IndexHandle::search; FILTER
+  // restricts each directory's hits to the items it admits there.
+  std::vector<std::vector<Hit>> search(const torch::Tensor& queries, int k, const std::vector<int64_t>& exclude = {},
+                                       const Filter* filter = nullptr);
   // Stored vectors of ids, from whichever directory holds each.
   torch::Tensor vectors(const std::vector<int64_t>& ids);
   Hit describe(int64_t id, float score);
