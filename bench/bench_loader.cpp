@@ -15,8 +15,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "invp/data/dataset.h"
-#include "invp/data/loader.h"
+#include <invp/data/dataset.h>
+#include <invp/data/loader.h>
 
 using namespace invp::data;
 

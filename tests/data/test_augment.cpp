@@ -6,9 +6,9 @@
 #include <random>
 #include <unistd.h>
 
-#include "invp/core/error.h"
-#include "invp/data/augment.h"
-#include "invp/data/montage.h"
+#include <invp/core/error.h>
+#include <invp/data/augment.h>
+#include <invp/data/montage.h>
 
 using namespace invp::data;
 

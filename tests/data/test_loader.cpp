@@ -3,8 +3,8 @@
 #include <set>
 #include <vector>
 
-#include "invp/core/error.h"
-#include "invp/data/loader.h"
+#include <invp/core/error.h>
+#include <invp/data/loader.h>
 
 using namespace invp::data;
 

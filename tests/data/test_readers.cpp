@@ -15,12 +15,12 @@
 #include <random>
 #include <tuple>
 
-#include "invp/core/error.h"
-#include "invp/data/dataset.h"
-#include "invp/data/decode.h"
-#include "invp/data/fetch.h"
-#include "invp/data/montage.h"
-#include "invp/data/scan.h"
+#include <invp/core/error.h>
+#include <invp/data/dataset.h>
+#include <invp/data/decode.h>
+#include <invp/data/fetch.h>
+#include <invp/data/montage.h>
+#include <invp/data/scan.h>
 
 namespace fs = std::filesystem;
 using namespace invp::data;

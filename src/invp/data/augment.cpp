@@ -1,4 +1,4 @@
-#include "invp/data/augment.h"
+#include <invp/data/augment.h>
 
 #include <algorithm>
 #include <array>
@@ -6,7 +6,7 @@
 #include <string>
 #include <opencv2/imgproc.hpp>
 
-#include "invp/core/error.h"
+#include <invp/core/error.h>
 
 namespace invp::data {
 namespace {

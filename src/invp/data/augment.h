@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-#include "invp/data/dataset.h"
+#include <invp/data/dataset.h>
 
 namespace invp::data {
 

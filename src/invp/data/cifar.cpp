@@ -4,9 +4,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "invp/core/error.h"
-#include "invp/data/decode.h"
-#include "invp/data/sources.h"
+#include <invp/core/error.h>
+#include <invp/data/decode.h>
+#include <invp/data/sources.h>
 
 namespace fs = std::filesystem;
 

@@ -1,12 +1,12 @@
 // open_dataset(): picks a reader from what SOURCE looks like on disk.
-#include "invp/data/dataset.h"
+#include <invp/data/dataset.h>
 
 #include <algorithm>
 #include <filesystem>
 
-#include "invp/core/error.h"
-#include "invp/data/decode.h"
-#include "invp/data/sources.h"
+#include <invp/core/error.h>
+#include <invp/data/decode.h>
+#include <invp/data/sources.h>
 
 namespace fs = std::filesystem;
 

@@ -1,4 +1,4 @@
-#include "invp/data/decode.h"
+#include <invp/data/decode.h>
 
 #include <algorithm>
 #include <cctype>
@@ -9,7 +9,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "invp/core/error.h"
+#include <invp/core/error.h>
 
 namespace invp::data {
 namespace {

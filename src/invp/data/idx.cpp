@@ -5,9 +5,9 @@
 #include <cctype>
 #include <filesystem>
 
-#include "invp/core/error.h"
-#include "invp/data/decode.h"
-#include "invp/data/sources.h"
+#include <invp/core/error.h>
+#include <invp/data/decode.h>
+#include <invp/data/sources.h>
 
 namespace fs = std::filesystem;
 

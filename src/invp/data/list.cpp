@@ -3,9 +3,9 @@
 #include <fstream>
 #include <iostream>
 
-#include "invp/core/error.h"
-#include "invp/data/decode.h"
-#include "invp/data/sources.h"
+#include <invp/core/error.h>
+#include <invp/data/decode.h>
+#include <invp/data/sources.h>
 
 namespace fs = std::filesystem;
 

@@ -1,12 +1,12 @@
-#include "invp/data/loader.h"
+#include <invp/data/loader.h>
 
 #include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
 
-#include "invp/core/error.h"
-#include "invp/core/log.h"
+#include <invp/core/error.h>
+#include <invp/core/log.h>
 
 namespace invp::data {
 namespace {

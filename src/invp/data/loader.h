@@ -15,8 +15,8 @@
 
 #include <torch/torch.h>
 
-#include "invp/data/augment.h"
-#include "invp/data/dataset.h"
+#include <invp/data/augment.h>
+#include <invp/data/dataset.h>
 
 namespace invp::data {
 

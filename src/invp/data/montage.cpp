@@ -1,4 +1,4 @@
-#include "invp/data/montage.h"
+#include <invp/data/montage.h>
 
 #include <algorithm>
 #include <cmath>
@@ -7,8 +7,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "invp/core/atomic_file.h"
-#include "invp/core/error.h"
+#include <invp/core/atomic_file.h>
+#include <invp/core/error.h>
 
 namespace invp::data {
 namespace {

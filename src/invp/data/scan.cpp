@@ -1,7 +1,7 @@
-#include "invp/data/scan.h"
+#include <invp/data/scan.h>
 
-#include "invp/core/error.h"
-#include "invp/core/log.h"
+#include <invp/core/error.h>
+#include <invp/core/log.h>
 
 namespace invp::data {
 

@@ -2,7 +2,7 @@
 #pragma once
 #include <cstddef>
 
-#include "invp/data/dataset.h"
+#include <invp/data/dataset.h>
 
 namespace invp::data {
 

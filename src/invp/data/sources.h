@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "invp/data/dataset.h"
+#include <invp/data/dataset.h>
 
 namespace invp::data::detail {
 

@@ -1,6 +1,6 @@
-#include "invp/eval/linear_probe.h"
+#include <invp/eval/linear_probe.h>
 
-#include "invp/core/error.h"
+#include <invp/core/error.h>
 
 #include <torch/torch.h>
 

@@ -44,6 +44,10 @@ constexpr double kExactShare = 0.1;
 // measured; where most items are admitted, an unfiltered BLAS search for k / selectivity and
 // dropping the rest is faster still, and as exact.
 constexpr double kFlatExactBelow = 0.5;
+// HNSW over-fetching deep into the graph loses recall where the admitted items sit in other
+// clusters than the query's (a category), and scoring a quarter of the items exactly was as
+// fast as over-fetching for it (BENCHMARKS.md).
+constexpr double kHnswExactBelow = 0.25;
 
 // The admitted vectors and their ids, reconstructed from the index (IVF: in the space of its
 // pre-transform, where queries are compared too).
@@ -120,7 +124,7 @@ KnnResult AnnIndex::search(const at::Tensor& queries, int k, const IdSet& allowe
   at::Tensor ids = at::empty({q, kk}, at::kLong), sims = at::empty({q, kk}, at::kFloat);
   const bool ivf = impl_->ivf && target == impl_->ivf;
   const bool flat = map && dynamic_cast<const faiss::IndexFlat*>(map->index);
-  const double exact_below = flat ? kFlatExactBelow : kExactShare;
+  const double exact_below = flat ? kFlatExactBelow : impl_->hnsw ? kHnswExactBelow : kExactShare;
   if ((ivf || map) && selectivity <= exact_below) {
     std::vector<float> vecs;
     std::vector<int64_t> got;

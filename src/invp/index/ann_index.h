@@ -84,7 +84,7 @@ class AnnIndex {
   // duplicates are the caller's to refuse.
   KnnResult search(const at::Tensor& queries, int k) const;
   // The same among the ids in ALLOWED only (ann_filter.cpp), in one of three ways (STATS
-  // says which): a set that admits few items (see kExactShare there; Flat: under half) is
+  // says which): a set that admits few items (IVF 10 %, HNSW 25 %, Flat 50 %) is
   // scored exactly, its vectors read back from the index; IVF applies a larger set inside
   // FAISS's search (an IDSelector) with nprobe raised as the set gets more selective, and
   // probes every list for queries still short of k; HNSW (FAISS 1.7.3 takes no search

@@ -103,7 +103,7 @@ CategoryReport category_report(IndexHandle& index, int k, int64_t max_queries, u
     auto block = meta.read(start, count).embeddings;
     auto sel = torch::tensor(rows_sel, torch::kLong) - start;
     auto q = block.index_select(0, sel).contiguous();
-    auto res = index.ann().search(q, k + 1);
+    auto res = index.search_ids(q, k + 1);  // the whole directory: added slice, re-ranking, tombstones
     auto rid = res.indices.accessor<int64_t, 2>();
     for (size_t qi = 0; qi < rows_sel.size(); ++qi) {
       const int64_t row = rows_sel[qi];

@@ -1,6 +1,6 @@
-#include "invp/train/invariance_loss.h"
+#include <invp/train/invariance_loss.h>
 
-#include "invp/core/error.h"
+#include <invp/core/error.h>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>

@@ -1,6 +1,6 @@
-#include "invp/train/memory_bank.h"
+#include <invp/train/memory_bank.h>
 
-#include "invp/core/error.h"
+#include <invp/core/error.h>
 
 #include <cmath>
 #include <random>

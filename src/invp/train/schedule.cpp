@@ -1,6 +1,6 @@
-#include "invp/train/schedule.h"
+#include <invp/train/schedule.h>
 
-#include "invp/core/error.h"
+#include <invp/core/error.h>
 
 #include <cmath>
 
