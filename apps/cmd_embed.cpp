@@ -42,7 +42,7 @@ std::pair<int, int> parse_shard(std::string& text) {
 
 void add_embed(CLI::App& app) {
   struct Args {
-    std::string model, data, out, device = "cpu", precision = "fp32", shard;
+    std::string model, data, out, device = "cpu", precision = "fp32", shard, features = "head";
     int nproc = 1;
     search::EmbedOptions opt;
   };
@@ -57,13 +57,18 @@ void add_embed(CLI::App& app) {
   c->add_option("-o,--out", a->out, "Output embeddings file (.h5)")->required();
   c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   c->add_option("--precision", a->precision,
-                "fp32, bf16 (cpu: the backbone in bfloat16, float32 head and output: 2.6x the "
-                "images/s with AMX; measured on Fashion-MNIST, rows within a cosine of 0.9994 of "
-                "fp32's, 98 % of each row's top-10 neighbours the same, kNN accuracy within 0.05 "
-                "points; BENCHMARKS.md) or auto (bf16 where the CPU has AMX, else fp32). The "
-                "file's 'precision' attribute records the choice made")
+                "fp32, bf16 (cpu: the backbone in bfloat16, float32 head and output: faster where the CPU "
+                "has bf16 instructions, rows close to fp32's but not equal, so a few near-tied neighbours "
+                "swap; BENCHMARKS.md measures both) or auto (bf16 where the CPU has them and it pays, else "
+                "fp32). The file's 'precision' attribute records the choice made")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
+  c->add_option("--features", a->features,
+                "head: the model's output, what training compares (the default); backbone: the pooled "
+                "features before the projection head, wider, what self-supervised work usually evaluates "
+                "downstream. Recorded in the file; an index built from it embeds image queries the same way")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"head", "backbone"}));
   c->add_option("--batch-size", a->opt.batch_size, "Images per forward pass")->capture_default_str();
   c->add_option("--workers", a->opt.workers, "Decode threads (count against --threads)")->capture_default_str();
   c->add_option("--chunk-rows", a->opt.chunk_rows, "Rows per resumable chunk")->capture_default_str();
@@ -87,13 +92,13 @@ void add_embed(CLI::App& app) {
       }
       std::tie(a->opt.shard, a->opt.shards) = parse_shard(a->shard);
       a->out = search::shard_path(a->out, a->opt.shard, a->opt.shards);
-      search::Embedder e(a->model, a->device, search::Embedder::Output::head, a->precision);
+      search::Embedder e(a->model, a->device, search::Embedder::output_of(a->features), a->precision);
       auto r = search::embed_to_file(e, a->data, a->out, a->opt);
       if (globals().json) {
         std::cout << nlohmann::json{{"out", a->out}, {"rows", r.rows}, {"resumed_rows", r.resumed_rows},
                                     {"skipped_bad", r.skipped_bad}, {"seconds", r.seconds},
                                     {"images_per_second", r.images_per_second}, {"dim", e.dim()},
-                                    {"precision", e.precision()}, {"shard", a->shard},
+                                    {"precision", e.precision()}, {"features", e.features()}, {"shard", a->shard},
                                     {"model_hash", e.model_hash()}}
                          .dump()
                   << "\n";
@@ -210,7 +215,11 @@ void add_index(CLI::App& app) {
         if (!r.has_embeddings()) throw Error(aemb->front(), "holds no /embeddings");
         rows = search::read_parts(*aemb);
         hash = r.meta().model_hash;
-        const auto have = search::read_index_info(*adir).precision;
+        const auto index_info = search::read_index_info(*adir);
+        if (r.meta().features != index_info.features)
+          throw Error(aemb->front(), "holds " + r.meta().features + " features, the index " + index_info.features,
+                      "embed with --features " + index_info.features);
+        const auto have = index_info.precision;
         if (r.meta().precision != have)
           log::warn(aemb->front() + ": embedded in " + r.meta().precision + ", the index in " + have +
                     " (same model, so they mix; neighbours shift by that precision's rounding)");

@@ -82,6 +82,36 @@ TEST(Embed, BackboneOutputIsTheNormalisedPooledFeatures) {
   EXPECT_EQ(head.embed(x).size(1), 16);
 }
 
+// --features backbone end to end: the file and the index record it, and an image query against
+// the index is embedded as the backbone (a self-query finds itself at cosine 1).
+TEST(Embed, BackboneFeaturesAreRecordedAndQueriedAlike) {
+  auto dir = temp_dir("backbone_idx");
+  auto model = write_model(dir, 16, 1);
+  auto src = write_idx(dir, 40);
+  search::Embedder backbone(model, "cpu", search::Embedder::Output::backbone), head(model);
+  const auto out = (dir / "bb.h5").string(), hout = (dir / "head.h5").string();
+  search::embed_to_file(backbone, src, out, {});
+  search::embed_to_file(head, src, hout, {});
+  store::EmbeddingReader r(out);
+  EXPECT_EQ(r.meta().features, "backbone");
+  EXPECT_EQ(r.dim(), backbone.dim());
+  EXPECT_EQ(store::EmbeddingReader(hout).meta().features, "head");
+  search::BuildOptions bo;
+  bo.recipe = "flat";
+  bo.model_pt = model;
+  const auto idx = (dir / "idx").string();
+  EXPECT_EQ(search::build_index(out, idx, bo).info.features, "backbone");
+  search::IndexHandle h(idx);
+  auto ds = data::open_dataset(src, {1, false});
+  auto q = h.embedder().embed_images({ds->get(7).image});
+  EXPECT_EQ(h.embedder().features(), "backbone");
+  auto hits = h.search(q, 1)[0];
+  ASSERT_EQ(hits.size(), 1u);
+  EXPECT_EQ(hits[0].id, 7);
+  EXPECT_NEAR(hits[0].score, 1.0, 1e-4);
+  fs::remove_all(dir);
+}
+
 // --precision: bf16 rows follow fp32's within bf16's rounding, the file records the choice, and
 // what cannot run is refused before any work.
 TEST(Embed, PrecisionIsResolvedAppliedAndRecorded) {

@@ -27,6 +27,12 @@ data::LoaderOptions eval_loader(const data::AugmentConfig& transform, int batch_
 }
 }  // namespace
 
+Embedder::Output Embedder::output_of(const std::string& features) {
+  if (features == "head") return Output::head;
+  if (features == "backbone") return Output::backbone;
+  throw Error("", "features must be head or backbone, not '" + features + "'");
+}
+
 Embedder::Embedder(const std::string& model_pt, const std::string& device, Output output,
                    const std::string& precision)
     : path_(model_pt), device_(device == "cuda" ? torch::kCUDA : torch::kCPU), output_(output) {
@@ -145,6 +151,7 @@ EmbedReport embed_to_file(Embedder& embedder, const std::string& source, const s
   meta.model_path = std::filesystem::absolute(embedder.model_path()).string();
   meta.source = source;
   meta.precision = embedder.precision();
+  meta.features = embedder.features();
   meta.categories = whole->class_names();
   if (opts.shards > 1) meta.shard = std::to_string(opts.shard) + "/" + std::to_string(opts.shards);
   store::EmbeddingWriter writer(out, meta, opts.chunk_rows);

@@ -34,6 +34,9 @@ class Embedder {
   const std::string& model_path() const { return path_; }
   const std::string& model_hash() const { return hash_; }  // XXH3-128 of model.pt's bytes
   const std::string& precision() const { return precision_; }  // resolved: "fp32" or "bf16"
+  std::string features() const { return output_ == Output::head ? "head" : "backbone"; }
+  // "head" or "backbone" (what StoreMeta::features records); anything else throws invp::Error.
+  static Output output_of(const std::string& features);
   int channels() const { return info_.encoder.in_channels; }
   int dim() const { return output_ == Output::head ? info_.encoder.dim : info_.encoder.feature_width(); }
   data::AugmentConfig transform() const { return transform_; }

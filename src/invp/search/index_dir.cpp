@@ -208,6 +208,7 @@ std::string IndexInfo::to_json() const {
          {"generation", generation},
          {"model_hash", model_hash},
          {"precision", precision},
+         {"features", features},
          {"model", has_model ? "model.pt" : ""},
          {"files", files_j},
          {"search_params", search_params},
@@ -248,6 +249,7 @@ IndexInfo IndexInfo::from_json(const std::string& text, const std::string& file)
     i.generation = j.at("generation").get<int>();
     i.model_hash = j.at("model_hash").get<std::string>();
     i.precision = j.value("precision", "");  // empty: index.json predates the key
+    i.features = j.value("features", "head");
     i.has_model = !j.value("model", std::string()).empty();
     for (auto& [name, f] : j.at("files").items())
       i.files[name] = {f.at("bytes").get<int64_t>(), f.at("xxh3").get<std::string>()};
@@ -326,6 +328,7 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   info.dim = d;
   info.model_hash = reader.meta().model_hash;
   info.precision = reader.meta().precision;
+  info.features = reader.meta().features;
   info.source = opts.source_label.empty() ? fs::absolute(embeddings_h5).string() : opts.source_label;
   info.created = utc_now_iso();
 

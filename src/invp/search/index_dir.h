@@ -65,6 +65,7 @@ struct IndexInfo {
   int generation = 0;
   std::string model_hash;            // of the model that made the embeddings
   std::string precision = "fp32";    // the embeddings' (fp32 or bf16, from invp embed)
+  std::string features = "head";     // what the embeddings are: the model's output or its backbone's
   bool has_model = false;            // model.pt + model.json copied in
   std::map<std::string, FileRecord> files;  // data files of this generation
   std::map<std::string, double> search_params;

@@ -91,7 +91,8 @@ Embedder& IndexHandle::embedder(const std::string& precision) {
                     "pass --model (the one that made its embeddings), or query with --id");
       model = (fs::path(dir_) / "model.pt").string();
     }
-    embedder_ = std::make_unique<Embedder>(model, device_, Embedder::Output::head, precision);
+    // Image queries are embedded as the collection was: the head's output or the backbone's.
+    embedder_ = std::make_unique<Embedder>(model, device_, Embedder::output_of(info_.features), precision);
     if (!info_.model_hash.empty() && embedder_->model_hash() != info_.model_hash)
       throw Error(model, "is not the model of index " + dir_ + " (hash differs)",
                   "use the index's own model, or rebuild the index with this one");

@@ -77,6 +77,7 @@ IndexInfo train_with(const store::EmbeddingReader& reader, const index::Recipe& 
   info.dim = reader.dim();
   info.model_hash = reader.meta().model_hash;
   info.precision = reader.meta().precision;
+  info.features = reader.meta().features;
   info.search_params = ann.search_params();
   info.created = utc_now_iso();
   copy_recorded_model(reader.meta(), dir, info);

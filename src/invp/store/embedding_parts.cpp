@@ -26,9 +26,10 @@ StoreMeta join_parts(const std::vector<std::string>& parts, const std::string& o
     const std::string& first_path = ps.empty() ? path : ps[0].path;
     if (m.model_hash != m0.model_hash)
       throw Error(path, "was embedded with another model than " + first_path, "embed every part with one model");
-    if (m.dim != m0.dim || m.precision != m0.precision || p.reader->has_embeddings() != r0.has_embeddings())
-      throw Error(path, "differs from " + first_path + " in dimension, precision or kind",
-                  "embed every part with the same model and --precision");
+    if (m.dim != m0.dim || m.precision != m0.precision || m.features != m0.features ||
+        p.reader->has_embeddings() != r0.has_embeddings())
+      throw Error(path, "differs from " + first_path + " in dimension, precision, features or kind",
+                  "embed every part with the same model, --precision and --features");
     if (p.reader->size() > 0) {
       p.first = p.reader->read(0, 1, false).ids[0];
       p.last = p.reader->read(p.reader->size() - 1, 1, false).ids[0];

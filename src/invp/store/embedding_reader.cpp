@@ -204,6 +204,8 @@ void EmbeddingReader::Impl::open() {
   meta.precision = string_attr("precision");
   if (meta.precision.empty()) meta.precision = "fp32";  // written before the attribute existed
   meta.shard = string_attr("shard");
+  meta.features = string_attr("features");
+  if (meta.features.empty()) meta.features = "head";  // written before the attribute existed
 
   ids = dataset("ids", H5T_INTEGER, 1, true);
   labels = dataset("labels", H5T_INTEGER, 1, true);

@@ -10,7 +10,9 @@
 //                    precision (string: "fp32" or "bf16", the encoder's arithmetic; files
 //                    written before it existed read as "fp32"), shard (string "i/N" when the
 //                    file holds the i-th of N contiguous slices of the source, ids still the
-//                    positions in the whole source; absent for a whole source)
+//                    positions in the whole source; absent for a whole source),
+//                    features (string: "head", the model's output, or "backbone", the pooled
+//                    features before the projection head; files without it read as "head")
 // Numbers are little-endian IEEE / two's complement; string datasets are variable-length
 // UTF-8 (h5py: .asstr()), string attributes fixed-length UTF-8 (h5py: bytes, .decode()), so
 // that reading metadata never trusts HDF5's global heap. No compound types, no filters.
@@ -38,6 +40,7 @@ struct StoreMeta {
   std::string created;                  // filled by the writer when empty
   std::string precision = "fp32";       // how the encoder computed the rows: "fp32" or "bf16"
   std::string shard;                    // "i/N": the i-th of N slices of the source; "" = all of it
+  std::string features = "head";        // "head" (the model's output) or "backbone" (pooled, before the head)
   std::vector<std::string> categories;  // label → name; may be empty
   // Whether the file holds /embeddings. Writers drop the embeddings of appended rows when
   // false; readers set it from the file, so a reader's meta() copied into a writer keeps

@@ -41,6 +41,7 @@ json identity(const StoreMeta& m, int64_t chunk_rows) {
   return {{"format", kManifestFormat},   {"version", kManifestVersion},
           {"dim", m.dim},                {"model_hash", m.model_hash},
           {"source", m.source},          {"precision", m.precision},
+          {"features", m.features},
           {"shard", m.shard},
           {"chunk_rows", chunk_rows},
           {"with_embeddings", m.with_embeddings}};

@@ -122,6 +122,7 @@ StoreFileWriter::StoreFileWriter(const std::string& path, const std::string& sho
     put_string(root, "source", meta_.source);
     put_string(root, "created", meta_.created);
     put_string(root, "precision", meta_.precision);
+    put_string(root, "features", meta_.features);
     if (!meta_.shard.empty()) put_string(root, "shard", meta_.shard);
   }, kWriteFix);
 }
