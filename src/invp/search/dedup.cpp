@@ -39,6 +39,42 @@ Tensor unit_rows(const Tensor& x) {
   return d / d.norm(2, 1, true).clamp_min(1e-300);
 }
 
+// Stored vectors up to this size are read once, sequentially, for the exact pass; bigger
+// collections are read by id, batch by batch (runs of neighbouring rows in one read).
+constexpr int64_t kResidentBytes = int64_t(256) << 20;
+
+// The target's stored vectors for exact re-scoring.
+class ExactVectors {
+ public:
+  explicit ExactVectors(IndexHandle& h) : h_(h) {
+    auto& m = h.meta();
+    if (m.size() * h.info().dim * int64_t(sizeof(float)) > kResidentBytes) return;
+    all_ = torch::empty({m.size(), h.info().dim}, torch::kFloat32);
+    for (int64_t start = 0; start < m.size(); start += kResidentBlock) {
+      auto rows = m.read(start, std::min(kResidentBlock, m.size() - start));
+      all_.narrow(0, start, rows.size()).copy_(rows.embeddings);
+      ids_.insert(ids_.end(), rows.ids.begin(), rows.ids.end());
+    }
+  }
+  // Unit rows (double) of IDS (ascending, unique).
+  Tensor get(const std::vector<int64_t>& ids) {
+    if (!all_.defined()) return unit_rows(h_.vectors(ids));
+    std::vector<int64_t> rows;
+    for (int64_t id : ids) {
+      auto it = std::lower_bound(ids_.begin(), ids_.end(), id);  // meta's ids are increasing
+      if (it == ids_.end() || *it != id) throw Error(h_.dir(), "no item with id " + std::to_string(id));
+      rows.push_back(int64_t(it - ids_.begin()));
+    }
+    return unit_rows(all_.index_select(0, torch::from_blob(rows.data(), {int64_t(rows.size())}, torch::kLong)));
+  }
+
+ private:
+  static constexpr int64_t kResidentBlock = 65536;
+  IndexHandle& h_;
+  Tensor all_;
+  std::vector<int64_t> ids_;
+};
+
 // Candidate pairs of one batch: the query's row in the batch and an id of the target index.
 struct Candidates {
   std::vector<std::pair<int64_t, int64_t>> pairs;
@@ -83,7 +119,7 @@ void topk_candidates(IndexHandle& target, const Tensor& q, float cut, int k0, Ca
 
 // Keeps the candidates whose exact cosine (stored vectors, in double) is ≥ threshold:
 // (query id, target id) pairs; within one index ordered (smaller, larger) and self-pairs dropped.
-void rescore(IndexHandle& target, const Tensor& queries, const std::vector<int64_t>& query_ids,
+void rescore(ExactVectors& target, const Tensor& queries, const std::vector<int64_t>& query_ids,
              Candidates& c, bool self, double threshold, std::vector<DuplicatePair>& out) {
   auto& p = c.pairs;
   std::sort(p.begin(), p.end());
@@ -96,7 +132,7 @@ void rescore(IndexHandle& target, const Tensor& queries, const std::vector<int64
   for (auto& x : p) ids.push_back(x.second);
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  auto vecs = unit_rows(target.vectors(ids));
+  auto vecs = target.get(ids);
   std::vector<int64_t> qrow, vrow;
   for (auto& x : p) {
     qrow.push_back(x.first);
@@ -124,6 +160,7 @@ std::vector<DuplicatePair> scan(IndexHandle& source, IndexHandle& target, bool s
     throw Error(source.dir(), "holds no stored vectors to compare", "rebuild the index with this invp");
   const bool range = target.ann().supports_range_search();
   const float cut = float(o.threshold - (lossy_codes(target) ? kLossySlack : kExactSlack));
+  ExactVectors exact(target);
   DedupStats st;
   st.method = range ? "range search" : "top-k";
   std::vector<DuplicatePair> out;
@@ -141,7 +178,7 @@ std::vector<DuplicatePair> scan(IndexHandle& source, IndexHandle& target, bool s
     }
     st.candidates += int64_t(c.pairs.size());
     st.queried += rows.size();
-    rescore(target, unit_rows(q), rows.ids, c, self, o.threshold, out);
+    rescore(exact, unit_rows(q), rows.ids, c, self, o.threshold, out);
     bar.update(start / B + 1, std::to_string(out.size()) + " pairs");
   }
   bar.finish();
@@ -250,6 +287,7 @@ std::vector<float> nearest_neighbour_similarities(IndexHandle& index, const Dedu
   const int64_t n = meta.size(), B = std::max<int64_t>(1, opts.batch_rows);
   std::vector<float> out;
   if (n < 2) return out;
+  ExactVectors exact(index);
   Progress bar("nearest", (n + B - 1) / B, "items", double(B));
   for (int64_t start = 0; start < n; start += B) {
     auto rows = meta.read(start, std::min(B, n - start));
@@ -264,7 +302,7 @@ std::vector<float> nearest_neighbour_similarities(IndexHandle& index, const Dedu
           break;
         }
     std::vector<DuplicatePair> nn;
-    rescore(index, unit_rows(q), rows.ids, c, false, -2, nn);
+    rescore(exact, unit_rows(q), rows.ids, c, false, -2, nn);
     for (auto& p : nn) out.push_back(float(p.score));
     bar.update(start / B + 1);
   }
