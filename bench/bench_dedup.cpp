@@ -207,7 +207,7 @@ int score(const std::string& set, const std::string& index_dir, std::vector<doub
       ++p.found, p.correct += group_of[size_t(a)] == group_of[size_t(b)];
       kept.push_back({a, b});
     }
-    std::printf("| %.2f | %s | %s |\n", t, pr_cells(p, truth.pairs()).c_str(),
+    std::printf("| %g | %s | %s |\n", t, pr_cells(p, truth.pairs()).c_str(),
                 pr_cells(component_pairs(kept, group_of), truth.pairs()).c_str());
   }
   // pHash of the same files, all pairs.

@@ -84,7 +84,7 @@ class AnnIndex {
   KnnResult search(const at::Tensor& queries, int k) const;
   // Everything within a cosine similarity of each query: for query i, entries
   // [lims[i], lims[i+1]) of ids / similarities (unsorted), every indexed vector FAISS scores
-  // at or above min_similarity. Works in cosine whatever the metric: for "l2" recipes the
+  // strictly above min_similarity. Works in cosine whatever the metric: for "l2" recipes the
   // threshold becomes the squared-L2 radius 2 − 2·min_similarity and distances come back as
   // 1 − d/2, both exact for unit rows. As approximate as search() (IVF probes nprobe lists;
   // PQ scores are estimates). lims: Q+1 int64; ids int64; similarities float32.
