@@ -26,6 +26,7 @@ void add_index_edit_commands(CLI::App* index);  // index remove|compact
 void add_query_commands(CLI::App& app);  // query, inspect
 void add_serve_command(CLI::App& app);   // serve (HTTP + web page)
 void add_eval_commands(CLI::App& app);   // eval knn|retrieval
+void add_dedup_command(CLI::App& app);   // dedup (near-duplicates)
 
 // Range checks whose errors read like the rest ("-k: must be at least 1"); CLI11's own print
 // the range's limits as long decimals.

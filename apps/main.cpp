@@ -123,6 +123,7 @@ int main(int argc, char** argv) {
   invp::app::add_query_commands(app);
   invp::app::add_serve_command(app);
   invp::app::add_eval_commands(app);
+  invp::app::add_dedup_command(app);
   invp::app::add_demo_command(app);
   for (auto* sub : app.get_subcommands({})) sub->fallthrough();
 

@@ -18,6 +18,7 @@
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/VectorTransform.h>
+#include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
@@ -325,6 +326,38 @@ AnnIndex AnnIndex::read(const std::string& path, int64_t expected_bytes, const s
   out.impl_->index = std::move(idx);
   out.impl_->find_core();
   return out;
+}
+
+bool AnnIndex::supports_range_search() const {
+  const faiss::Index* core = core_of(impl_->index.get());
+  return dynamic_cast<const faiss::IndexFlat*>(core) || dynamic_cast<const faiss::IndexIVF*>(core);
+}
+
+AnnIndex::RangeResult AnnIndex::range_search(const at::Tensor& queries, float min_similarity) const {
+  detail::check_matrix(queries, dim(), "queries");
+  if (!supports_range_search())
+    throw Error("", impl_->factory + " has no range search in this FAISS", "use search() with a score cut");
+  const int64_t q = queries.size(0);
+  faiss::RangeSearchResult res(q);  // lims zeroed: an empty answer when nothing is searched
+  // FAISS keeps IP scores above the radius and L2 distances below it; unit rows have
+  // |x − y|² = 2 − 2·cos(x, y).
+  const float radius = impl_->l2() ? 2.f - 2.f * min_similarity : min_similarity;
+  if (q > 0 && size() > 0) {
+    try {
+      impl_->index->range_search(q, queries.data_ptr<float>(), radius, &res);
+    } catch (const std::exception& e) {
+      throw Error("", "range search on " + impl_->factory + " failed: " + e.what());
+    }
+  }
+  const int64_t total = int64_t(res.lims[q]);
+  RangeResult r{at::empty({q + 1}, at::kLong), at::empty({total}, at::kLong), at::empty({total}, at::kFloat)};
+  std::copy(res.lims, res.lims + q + 1, r.lims.data_ptr<int64_t>());
+  std::copy(res.labels, res.labels + total, r.ids.data_ptr<int64_t>());
+  float* sims = r.similarities.data_ptr<float>();
+  std::copy(res.distances, res.distances + total, sims);
+  if (impl_->l2())
+    for (int64_t i = 0; i < total; ++i) sims[i] = 1.f - sims[i] / 2.f;
+  return r;
 }
 
 }  // namespace invp::index

@@ -97,6 +97,19 @@ class AnnIndex {
   // from disk) it throws, and callers keep a tombstone set instead.
   bool can_remove() const;
   int64_t remove(const std::vector<int64_t>& ids);
+  // Everything within a cosine similarity of each query: for query i, entries
+  // [lims[i], lims[i+1]) of ids / similarities (unsorted), every indexed vector FAISS scores
+  // strictly above min_similarity. Works in cosine whatever the metric: for "l2" recipes the
+  // threshold becomes the squared-L2 radius 2 − 2·min_similarity and distances come back as
+  // 1 − d/2, both exact for unit rows. As approximate as search() (IVF probes nprobe lists;
+  // PQ scores are estimates). lims: Q+1 int64; ids int64; similarities float32.
+  // Flat and IVF cores have it (also under IDMap2 or a pre-transform); HNSW does not in
+  // FAISS 1.7.3: range_search throws invp::Error unless supports_range_search().
+  struct RangeResult {
+    at::Tensor lims, ids, similarities;
+  };
+  RangeResult range_search(const at::Tensor& queries, float min_similarity) const;
+  bool supports_range_search() const;
   int64_t size() const;
   int64_t dim() const;
   // The resolved factory string as given to FAISS, with the "IDMap2," prefix where one was

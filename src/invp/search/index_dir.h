@@ -162,6 +162,8 @@ class IndexHandle {
   // The FAISS index; it loads in the background from the constructor on, and the first
   // call waits for it (and throws its load error, if any).
   index::AnnIndex& ann();
+  // The slice added to an on-disk index (loaded with ann()), searched beside it; or nullptr.
+  index::AnnIndex* added_slice() { return ann(), added_.get(); }
   // Raw top-k over the whole directory (the base index and, for on-disk indexes, the added
   // slice), re-ranked exactly from the vectors file when info().rerank is set. ALLOWED
   // restricts the hits to those ids (AnnIndex's filtered search; STATS says how it went);
