@@ -3,6 +3,7 @@
 #include "search_fixtures.h"
 
 #include <invp/core/error.h>
+#include <invp/search/dedup.h>
 #include <invp/search/filter.h>
 #include <invp/search/index_dir.h>
 #include <invp/search/index_edit.h>
@@ -248,6 +249,38 @@ TEST(Remove, RemovedItemsNeverComeBackAndAddsContinueTheIds) {
     EXPECT_EQ(a.size, kN - int64_t(gone.size()) + 3);
     search::IndexHandle h(dir);
     EXPECT_EQ(h.search_ids(c.all.embeddings[0].unsqueeze(0).contiguous(), 1).indices[0][0].item<int64_t>(), kN) << recipe;
+  }
+  fs::remove_all(c.dir);
+}
+
+// A dedup report removed: the duplicates go, the representatives stay, and dedup then finds
+// nothing, through tombstones (HNSW) as through removal in place (Flat).
+TEST(Remove, DedupReportRemovesTheDuplicatesAndDedupFindsNoneAfter) {
+  auto c = make("remove-dups");
+  for (int64_t i = 0; i < 30; ++i) c.all.embeddings[i * 50 + 1].copy_(c.all.embeddings[i * 50]);  // 30 exact copies
+  store::StoreMeta m;
+  m.dim = kDim;
+  m.model_hash = "model-a";
+  m.categories = kCategories;
+  store::write_store(c.h5, m, c.all);
+  for (const std::string recipe : {"flat", "hnsw"}) {
+    const auto dir = build(c, recipe);
+    search::DedupOptions o;
+    o.threshold = 0.9999;
+    std::vector<int64_t> dups;
+    {
+      search::IndexHandle h(dir);
+      auto groups = search::group_duplicates(h, search::duplicate_pairs(h, o));
+      // Flat finds every copy; HNSW may miss one (dedup.h: what the index never proposes).
+      ASSERT_GE(groups.size(), recipe == "flat" ? 30u : 25u) << recipe;
+      for (const auto& g : groups)
+        for (const auto& item : g.items)
+          if (item.id != g.representative) dups.push_back(item.id);
+    }
+    auto r = search::remove_from_index(dir, dups);
+    EXPECT_EQ(r.removed, int64_t(dups.size())) << recipe;
+    search::IndexHandle h(dir);
+    EXPECT_TRUE(search::duplicate_pairs(h, o).empty()) << recipe;
   }
   fs::remove_all(c.dir);
 }
