@@ -1,4 +1,4 @@
-#include "invp/data/histogram.h"
+#include <invp/data/histogram.h>
 
 #include <algorithm>
 #include <cmath>
@@ -6,8 +6,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "invp/core/atomic_file.h"
-#include "invp/core/error.h"
+#include <invp/core/atomic_file.h>
+#include <invp/core/error.h>
 
 namespace invp::data {
 namespace {
