@@ -104,12 +104,15 @@ done
 # One index per part, searched as one collection: the answers of the index over the whole.
 "$INVP" -q index build -e "$work/emb.part-0-of-2.h5" -o "$work/i0" -r flat > /dev/null
 "$INVP" -q index build -e "$work/emb.part-1-of-2.h5" -o "$work/i1" -r flat > /dev/null
-# Scores compared (5 decimals): the small model has exact ties, whose order differs between lists.
-scores() { grep -o '"score":[-0-9.e]*' | cut -d: -f2 | awk '{printf "%.5f ", $1}'; }
+# Scores compared within 1e-5 (the small model has exact ties, whose order differs between
+# lists, and the two searches round differently in the last bits).
+scores() { grep -o '"score":[-0-9.e]*' | cut -d: -f2; }
+close() { [ "$(wc -l < "$1")" -eq 10 ] && [ "$(wc -l < "$2")" -eq 10 ] &&
+          paste "$1" "$2" | awk '{ d = $1 - $2; if (d > 1e-5 || d < -1e-5) bad = 1 } END { exit bad }'; }
 for id in 3 7777; do
-  a=$("$INVP" --json query --index "$work/iw" --id $id -k 10 --filter 'id!=100..200' | scores)
-  b=$("$INVP" --json query --index "$work/i1" --index "$work/i0" --id $id -k 10 --filter 'id!=100..200' | scores)
-  check "two directories answer id $id as the whole index does" test -n "$a" -a "$a" = "$b"
+  "$INVP" --json query --index "$work/iw" --id $id -k 10 --filter 'id!=100..200' | scores > "$work/sa.txt"
+  "$INVP" --json query --index "$work/i1" --index "$work/i0" --id $id -k 10 --filter 'id!=100..200' | scores > "$work/sb.txt"
+  check "two directories answer id $id as the whole index does" close "$work/sa.txt" "$work/sb.txt"
 done
 "$INVP" -q query --index "$work/i0" --index "$work/iw" --id 3 > /dev/null 2> "$work/ov2.err"; rc=$?
 check "directories with overlapping ids are refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l < '$work/ov2.err') -eq 1 && grep -q overlap '$work/ov2.err'"
