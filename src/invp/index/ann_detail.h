@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <cstdio>
 #include <string>
 
@@ -35,20 +36,41 @@ inline const faiss::Index* core_of(const faiss::Index* idx) {
 // Runs f with stdout pointed at /dev/null: FAISS 1.7.3 prints on stdout when it re-points
 // on-disk lists at an index's own directory and when OnDiskInvertedLists grows its file, and
 // stdout carries invp's results (--json, JSON lines under --serve). Nothing else writes stdout
-// meanwhile (answers wait for the index).
+// meanwhile (answers wait for the index). Several threads may be inside at once (index
+// directories load on background threads, several at a time for `query --index A --index
+// B`): the first one in points stdout away and the last one out points it back. Each saving
+// and restoring on its own lost stdout for good when two loads interleaved.
+struct QuietStdout {
+  std::mutex mu;
+  int depth = 0, saved = -1;
+};
+inline QuietStdout& quiet_stdout_state() {
+  static QuietStdout s;
+  return s;
+}
 template <class F>
 auto with_quiet_stdout(F&& f) -> decltype(f()) {
-  std::fflush(stdout);
-  const int saved = ::dup(1), null = ::open("/dev/null", O_WRONLY);
-  if (saved >= 0 && null >= 0) ::dup2(null, 1);
-  if (null >= 0) ::close(null);
-  struct Restore {
-    int saved;
-    ~Restore() {
+  QuietStdout& s = quiet_stdout_state();
+  {
+    std::lock_guard<std::mutex> l(s.mu);
+    if (s.depth++ == 0) {
       std::fflush(stdout);
-      if (saved >= 0) ::dup2(saved, 1), ::close(saved);
+      s.saved = ::dup(1);
+      const int null = ::open("/dev/null", O_WRONLY);
+      if (s.saved >= 0 && null >= 0) ::dup2(null, 1);
+      if (null >= 0) ::close(null);
     }
-  } restore{saved};
+  }
+  struct Restore {
+    QuietStdout& s;
+    ~Restore() {
+      std::lock_guard<std::mutex> l(s.mu);
+      if (--s.depth > 0) return;
+      std::fflush(stdout);
+      if (s.saved >= 0) ::dup2(s.saved, 1), ::close(s.saved);
+      s.saved = -1;
+    }
+  } restore{s};
   return f();
 }
 
