@@ -109,7 +109,6 @@ KnnResult AnnIndex::search(const at::Tensor& queries, int k, const IdSet& allowe
     if (stats) *stats = st;
     return r;
   }
-  faiss::IDSelectorBitmap bitmap(size_t(allowed.bitmap_bytes()), allowed.bitmap());
   const double selectivity = std::min(1.0, double(allowed.count()) / double(n));
   const int64_t kk = std::min<int64_t>(k, n);
   auto* map = dynamic_cast<const faiss::IndexIDMap*>(impl_->index.get());
@@ -121,7 +120,6 @@ KnnResult AnnIndex::search(const at::Tensor& queries, int k, const IdSet& allowe
     if (xt != x) transformed.reset(const_cast<float*>(xt));
     x = xt, target = p->index;
   }
-  at::Tensor ids = at::empty({q, kk}, at::kLong), sims = at::empty({q, kk}, at::kFloat);
   const bool ivf = impl_->ivf && target == impl_->ivf;
   const bool flat = map && dynamic_cast<const faiss::IndexFlat*>(map->index);
   const double exact_below = flat ? kFlatExactBelow : impl_->hnsw ? kHnswExactBelow : kExactShare;
@@ -139,6 +137,8 @@ KnnResult AnnIndex::search(const at::Tensor& queries, int k, const IdSet& allowe
     if (stats) *stats = st;
     return r;
   }
+  faiss::IDSelectorBitmap bitmap(size_t(allowed.bitmap_bytes()), allowed.bitmap());
+  at::Tensor ids = at::empty({q, kk}, at::kLong), sims = at::empty({q, kk}, at::kFloat);
   try {
     if (ivf) {
       faiss::SearchParametersIVF p;

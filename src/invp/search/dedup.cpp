@@ -173,9 +173,9 @@ std::vector<DuplicatePair> scan(IndexHandle& source, IndexHandle& target, bool s
     if (range) {
       range_candidates(target.ann(), q, cut, c);
       if (auto* added = target.added_slice()) range_candidates(*added, q, cut, c);
-      if (target.info().tombstones > 0)  // removed items the FAISS index still holds (index_edit.h)
+      if (const auto* live = target.live_ids())  // removed items the FAISS index still holds
         c.pairs.erase(std::remove_if(c.pairs.begin(), c.pairs.end(),
-                                     [&](const auto& p) { return target.row_of(p.second) < 0; }),
+                                     [&](const auto& p) { return !live->contains(p.second); }),
                       c.pairs.end());
     } else {
       topk_candidates(target, q, cut, o.k, c);

@@ -131,9 +131,13 @@ index::IdSet select_ids(IndexHandle& h, const Filter& f) {
   index::IdSet out(h.info().next_id);
   const auto& ids = h.ids();
   const auto& labels = h.labels();
-  const auto& paths = h.paths();
+  const bool by_path = std::any_of(f.terms().begin(), f.terms().end(),
+                                   [](const FilterTerm& t) { return t.field == FilterTerm::Field::path; });
+  static const std::vector<std::string> none;
+  const auto& paths = by_path ? h.paths() : none;
+  static const std::string no_path;
   for (size_t r = 0; r < ids.size(); ++r)
-    if (f.matches(ids[r], labels[r], paths[r], cats)) out.insert(ids[r]);
+    if (f.matches(ids[r], labels[r], by_path ? paths[r] : no_path, cats)) out.insert(ids[r]);
   return out;
 }
 

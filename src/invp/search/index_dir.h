@@ -195,7 +195,11 @@ class IndexHandle {
   // All labels of the collection in meta-row order (loaded once).
   const std::vector<int32_t>& labels();
   const std::vector<int64_t>& ids();
+  // Loaded on first use (only path filters need them).
   const std::vector<std::string>& paths();
+  // Every id the metadata holds, when the FAISS index also holds removed ones (tombstones);
+  // nullptr when it holds nothing else. Built once.
+  const index::IdSet* live_ids();
 
  private:
   std::string dir_, model_override_, device_;
@@ -208,6 +212,7 @@ class IndexHandle {
   std::vector<int64_t> ids_;
   std::vector<int32_t> labels_;
   std::vector<std::string> paths_;
+  bool paths_loaded_ = false;
   bool rows_loaded_ = false;
   std::unique_ptr<index::IdSet> live_;  // every id meta holds, when tombstones must be skipped
   std::vector<std::pair<std::string, index::IdSet>> allowed_;  // by filter text, newest last

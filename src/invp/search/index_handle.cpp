@@ -108,7 +108,6 @@ void IndexHandle::load_rows() {
   auto r = meta_->read_all(false);
   ids_ = std::move(r.ids);
   labels_ = std::move(r.labels);
-  paths_ = std::move(r.paths);
   rows_loaded_ = true;
 }
 
@@ -122,8 +121,17 @@ const std::vector<int64_t>& IndexHandle::ids() {
 }
 
 const std::vector<std::string>& IndexHandle::paths() {
-  load_rows();
+  if (!paths_loaded_) paths_ = meta_->read_all(false).paths, paths_loaded_ = true;
   return paths_;
+}
+
+const index::IdSet* IndexHandle::live_ids() {
+  if (info_.tombstones == 0) return nullptr;
+  if (!live_) {
+    live_ = std::make_unique<index::IdSet>(info_.next_id);
+    for (int64_t id : ids()) live_->insert(id);
+  }
+  return live_.get();
 }
 
 const index::IdSet& IndexHandle::allowed(const Filter& f) {
@@ -207,13 +215,7 @@ index::KnnResult merge_results(const std::vector<index::KnnResult>& parts, int k
 index::KnnResult IndexHandle::search_ids(const torch::Tensor& queries, int k, const index::IdSet* allowed,
                                          index::FilterStats* stats) {
   const int fetch = std::max(k, info_.rerank);
-  if (!allowed && info_.tombstones > 0) {
-    if (!live_) {
-      live_ = std::make_unique<index::IdSet>(info_.next_id);
-      for (int64_t id : ids()) live_->insert(id);
-    }
-    allowed = live_.get();
-  }
+  if (!allowed) allowed = live_ids();
   auto one = [&](const index::AnnIndex& a) {
     if (!allowed) return a.search(queries, fetch);
     index::FilterStats st;
