@@ -299,7 +299,7 @@ void run_checkpoint(const Preset& p, const Options& o) {
   opt.step();
   auto bank = normalise_rows(torch::randn({o.bank, 128}, dev));
   auto graph = make_graph(bank.cpu(), 4, "random").neighbors;
-  train::Checkpoint meta{2, 0, "{}"};
+  train::Checkpoint meta{2, 0, "{}", {}, {}};
   train::CheckpointSnapshot snap(p.enc, dev);
   std::vector<double> before, capture, capture_sync, background;
   size_t bytes = 0;

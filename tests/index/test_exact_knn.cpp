@@ -55,10 +55,14 @@ void expect_matches(const invp::index::KnnResult& r, const at::Tensor& q, const 
       ASSERT_GE(id, 0);
       ASSERT_LT(id, base.size(0));
       EXPECT_TRUE(seen.insert(id).second) << "duplicate id in row " << i;
-      if (exclude_self) EXPECT_NE(id, i);
+      if (exclude_self) {
+        EXPECT_NE(id, i);
+      }
       EXPECT_NEAR(sa[i][c], want[size_t(c)], 1e-4) << "row " << i << " col " << c;
       EXPECT_NEAR(sa[i][c], fa[i][id], 1e-4);
-      if (c > 0) EXPECT_GE(sa[i][c - 1], sa[i][c]);
+      if (c > 0) {
+        EXPECT_GE(sa[i][c - 1], sa[i][c]);
+      }
     }
   }
 }

@@ -48,7 +48,9 @@ double check_and_recall(const invp::index::KnnResult& r, const at::Tensor& x, in
       EXPECT_NE(id, i) << "self in row " << i;
       EXPECT_TRUE(seen.insert(id).second) << "duplicate in row " << i;
       EXPECT_NEAR(sa[i][c], fa[i][id], 1e-4) << "row " << i << " col " << c;
-      if (c > 0) EXPECT_GE(sa[i][c - 1], sa[i][c]) << "row " << i << " not sorted";
+      if (c > 0) {
+        EXPECT_GE(sa[i][c - 1], sa[i][c]) << "row " << i << " not sorted";
+      }
       found += fa[i][id] >= ka[i] - 1e-6;
     }
   }

@@ -59,7 +59,7 @@ struct Sliced {
   std::vector<std::string> slices;
 };
 Sliced make_slices(const std::string& name) {
-  Sliced s{temp_dir(name), clustered(kN, 0, 3)};
+  Sliced s{temp_dir(name), clustered(kN, 0, 3), {}, {}};
   const auto whole = write_part(s.dir, "whole.h5", s.all);
   search::TrainOptions t;
   t.recipe = "ivf-flat";

@@ -62,7 +62,9 @@ inline void expect_same_file(const std::string& a, const std::string& b) {
   EXPECT_EQ(x.labels, y.labels);
   EXPECT_EQ(x.paths, y.paths);
   ASSERT_EQ(x.embeddings.defined(), y.embeddings.defined());
-  if (x.embeddings.defined()) EXPECT_TRUE(at::equal(x.embeddings, y.embeddings));
+  if (x.embeddings.defined()) {
+    EXPECT_TRUE(at::equal(x.embeddings, y.embeddings));
+  }
 }
 
 }  // namespace invp::store::test

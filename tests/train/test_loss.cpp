@@ -511,7 +511,9 @@ TEST(InvarianceLoss, HandWrittenGradientMatchesAutogradOfNaiveLoss) {
           << z1.grad() << "\n" << z2.grad();
       EXPECT_GT(val(z1.grad().abs().max()), 1e-3);
       // The empty row still has the instance gradient, and nothing else.
-      if (which == 2) EXPECT_EQ(val(z1.grad()[1].abs().max()), 0.0);
+      if (which == 2) {
+        EXPECT_EQ(val(z1.grad()[1].abs().max()), 0.0);
+      }
     }
     // The anchor of row 6 really is outside B_M(6).
     auto top6 = top_m_indices(z0.mm(bank.t()), 15)[6];
@@ -625,7 +627,9 @@ TEST(InvarianceLoss, TensorOpsPathMatchesCpuKernel) {
         o.total.backward();
         EXPECT_TRUE(torch::allclose(z1.grad(), z2.grad(), 1e-4, sz.gtol))
             << "N " << sz.N << " denominator " << int(d) << " inv " << inv;
-        if (inv) EXPECT_GT(std::abs(val(o.invariance)), 1e-3);
+        if (inv) {
+          EXPECT_GT(std::abs(val(o.invariance)), 1e-3);
+        }
       }
     }
   }

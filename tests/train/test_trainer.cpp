@@ -193,7 +193,9 @@ TEST(TrainConfig, PrecisionResolvesByDeviceAndCpu) {
   c.width = 8;  // too narrow for bf16 to pay
   EXPECT_EQ(c.resolved_precision(), "fp32");
   c.precision = "bf16";
-  if (invp::cpu_bf16() == invp::CpuBf16::None) EXPECT_THROW(c.resolved_precision(), invp::Error);
+  if (invp::cpu_bf16() == invp::CpuBf16::None) {
+    EXPECT_THROW(c.resolved_precision(), invp::Error);
+  }
   else EXPECT_EQ(c.resolved_precision(), "bf16");
 }
 
@@ -276,7 +278,9 @@ TEST(Trainer, LearnsClassStructureAndLossFalls) {
     EXPECT_GT(j["time"]["checkpoint_write"].get<double>(), 0);  // the write's own time
     EXPECT_GT(j["time"]["checkpoint"].get<double>(), 0);
     auto keys = key_paths(j);
-    if (ms[i].knn_top1 >= 0) EXPECT_EQ(keys, doc) << line;
+    if (ms[i].knn_top1 >= 0) {
+      EXPECT_EQ(keys, doc) << line;
+    }
     for (auto& k : keys) EXPECT_TRUE(doc.count(k)) << "undocumented key " << k;
   }
   EXPECT_EQ(i, ms.size());
@@ -429,9 +433,9 @@ TEST(Checkpoint, FullDiskKeepsThePreviousCheckpoint) {
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   auto bank = torch::randn({5000, 32});
   auto graph = torch::randint(0, 5000, {5000, 4}, torch::kLong);
-  invp::train::write_checkpoint(path.string(), {2, 0, "{}"}, *net, opt, bank, graph);
+  invp::train::write_checkpoint(path.string(), {2, 0, "{}", {}, {}}, *net, opt, bank, graph);
   invp::test::expect_fails_cleanly_on_full_disk(path, [&] {
-    invp::train::write_checkpoint(path.string(), {3, 0, "{}"}, *net, opt, bank * 2, graph);
+    invp::train::write_checkpoint(path.string(), {3, 0, "{}", {}, {}}, *net, opt, bank * 2, graph);
   });
   EXPECT_EQ(invp::train::read_checkpoint(path.string()).epoch, 2);
   fs::remove_all(dir);
@@ -488,7 +492,7 @@ TEST(Checkpoint, SnapshotHoldsTheStateAtCaptureTime) {
   };
   for (int round = 0; round < 3; ++round) {
     SCOPED_TRACE(round);
-    invp::train::Checkpoint meta{round + 2, 7 * round, "{\"round\":" + std::to_string(round) + "}"};
+    invp::train::Checkpoint meta{round + 2, 7 * round, "{\"round\":" + std::to_string(round) + "}", {}, {}};
     auto live_model = invp::model::serialize_model(net);
     auto live_ckpt = invp::train::serialize_checkpoint(meta, *net, opt, bank, graph);
     snap.capture(meta, *net, opt, bank, graph);
@@ -508,7 +512,9 @@ TEST(Checkpoint, SnapshotHoldsTheStateAtCaptureTime) {
       auto m1 = momentum_buffer(*s1.o, p1[i]), m2 = momentum_buffer(*s2.o, p2[i]);
       ASSERT_EQ(m1.defined(), m2.defined()) << i;
       EXPECT_EQ(m1.defined(), round > 0) << i;
-      if (m1.defined()) EXPECT_TRUE(torch::equal(m1, m2)) << i;
+      if (m1.defined()) {
+        EXPECT_TRUE(torch::equal(m1, m2)) << i;
+      }
     }
     ASSERT_EQ(bf1.size(), bf2.size());
     for (size_t i = 0; i < bf1.size(); ++i) EXPECT_TRUE(torch::equal(bf1[i], bf2[i])) << i;

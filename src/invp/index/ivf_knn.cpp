@@ -29,7 +29,7 @@ std::pair<at::Tensor, at::Tensor> group_by(const at::Tensor& keys, int64_t group
 
 KnnResult knn_self_ivf(const at::Tensor& base, int k, const IvfKnnOptions& opt) {
   detail::check_matrix(base, -1, "IVF kNN base");
-  const int64_t n = base.size(0), d = base.size(1);
+  const int64_t n = base.size(0);
   if (k < 1 || k > n - 1)
     throw Error("", "IVF kNN: k=" + std::to_string(k) + " outside [1, " + std::to_string(n - 1) +
                         "] for " + std::to_string(n) + " rows (self excluded)");

@@ -133,7 +133,7 @@ std::vector<QueryResult> QueryService::query_many(std::vector<QueryRequest> requ
         Filter::parse(it->request.filter);  // a malformed filter is the client's mistake
         if (it->request.id < 0) it->image = decode(it->request);
       } catch (const std::exception& e) {
-        it->result.set_value({it->request.name, {}, fault_of(e, Fault::unprocessable), e.what(), {}});
+        it->result.set_value({it->request.name, {}, fault_of(e, Fault::unprocessable), e.what(), {}, {}});
         continue;
       }
       chunk.push_back(it);
@@ -149,7 +149,7 @@ std::vector<QueryResult> QueryService::query_many(std::vector<QueryRequest> requ
       std::lock_guard<std::mutex> l(mu_);
       if (stopping_) {
         for (auto& it : chunk)
-          it->result.set_value({it->request.name, {}, Fault::unavailable, "the service is stopping", {}});
+          it->result.set_value({it->request.name, {}, Fault::unavailable, "the service is stopping", {}, {}});
         continue;
       }
       for (auto& it : chunk) queue_.push_back(it);
