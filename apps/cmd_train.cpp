@@ -113,6 +113,11 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_flag("--sync-bn", c.sync_bn,
               "With several ranks: BatchNorm statistics over the whole global batch (one small allreduce per "
               "layer and step) instead of each rank's share; the run then matches a single-process one");
+  t->add_flag("--grad-overlap,!--no-grad-overlap", c.grad_overlap,
+              "With several ranks: start each bucket of gradients on its allreduce while backward is still computing the "
+              "layers below it (as PyTorch's DistributedDataParallel does); --no-grad-overlap waits for backward to end "
+              "first. The averaged gradients are the same either way")
+      ->capture_default_str();
   t->add_option("--dist-timeout", c.dist_timeout,
                 "With several ranks: seconds to wait for a peer in a collective before the run stops with an "
                 "error (a rank that died or hangs); rerunning the command resumes")->capture_default_str();

@@ -1,7 +1,8 @@
 // Data-parallel training against a single process, through the real `invp` binary and its
 // launcher (2 ranks × 1 thread over Gloo on 127.0.0.1): one step of 2 ranks × B/2 with
 // synchronised BatchNorm gives the weights, momentum and bank of 1 rank × B; the ranks agree on
-// the bank and graph every epoch; a batch the ranks cannot split is refused. Launching by hand,
+// the bank and graph every epoch; buckets started inside backward sum what buckets after it do; a
+// batch the ranks cannot split is refused. Launching by hand,
 // a refused config, a dead or hung rank and resuming after a kill: tests/cli/dist.sh.
 #include <invp/model/encoder.h>
 #include <invp/train/checkpoint.h>
@@ -103,9 +104,37 @@ TEST(Distributed, OneStepOfTwoRanksEqualsOneRankWithSyncBatchNorm) {
   EXPECT_GT(moved, 1e-4) << "the step did not change the weights";
   auto ba = a.net->named_buffers(), bb = b.net->named_buffers();
   for (auto& p : ba)  // BatchNorm's running statistics, over the global batch on both sides
-    if (p.value().is_floating_point()) EXPECT_LT(max_diff(p.value(), bb[p.key()]), 1e-5) << p.key();
+    if (p.value().is_floating_point()) {
+      EXPECT_LT(max_diff(p.value(), bb[p.key()]), 1e-5) << p.key();
+    }
   // Both ranks' features reached the bank: the 64 rows of the step agree with the single process.
   EXPECT_LT(max_diff(a.bank, b.bank), 1e-5);
+}
+
+TEST(Distributed, BucketsStartedDuringBackwardSumTheSameGradients) {
+  // --grad-overlap (the default) starts buckets from backward's gradient hooks; without it they
+  // start after backward. The same buckets carry the same gradients, so two epochs end with
+  // bitwise equal weights and banks; a hook that missed a gradient would leave it zero.
+  CliRun r("overlap");
+  const std::string run = "--threads 2" + r.common + " --nproc 2";
+  ASSERT_EQ(r.invp(run + " --out " + (r.root / "on").string(), "on.log"), 0) << r.log("on.log");
+  ASSERT_EQ(r.invp(run + " --no-grad-overlap --out " + (r.root / "off").string(), "off.log"), 0) << r.log("off.log");
+  auto a = load(r.root / "on" / "checkpoint.pt", 512), b = load(r.root / "off" / "checkpoint.pt", 512);
+  auto pb = b.net->named_parameters();
+  for (auto& p : a.net->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+  EXPECT_TRUE(torch::equal(a.bank, b.bank));
+  auto dist = [&](const std::string& out) {
+    std::ifstream f(r.root / out / "metrics.jsonl");
+    std::string line;
+    std::getline(f, line);
+    return nlohmann::json::parse(line)["dist"];
+  };
+  auto on = dist("on"), off = dist("off");
+  EXPECT_GT(on["grad_buckets"].get<int>(), 1);
+  // All but the last bucket (the first layers, whose gradients come last) start inside backward.
+  EXPECT_GE(on["buckets_in_backward"].get<int>(), on["grad_buckets"].get<int>() - 1);
+  EXPECT_EQ(off["buckets_in_backward"].get<int>(), 0);
+  EXPECT_EQ(on["bytes"].get<double>(), off["bytes"].get<double>());
 }
 
 TEST(Distributed, RanksAgreeOnBankAndGraphEveryEpoch) {

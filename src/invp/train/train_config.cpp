@@ -18,7 +18,7 @@ using nlohmann::json;
   X(denominator) X(propagation) X(graph) X(loss) X(lr) X(momentum) X(weight_decay)            \
   X(schedule) X(batch_size) X(seed)
 #define INVP_TRAIN_RUN(X) X(test_data) X(epochs) X(knn_every) X(workers) X(device) X(precision) X(profile) X(cuda_graph) \
-  X(sync_bn) X(dist_timeout) X(world_size)
+  X(sync_bn) X(dist_timeout) X(grad_overlap) X(world_size)
 
 // Keys added after configs were first hashed: they join the hash only when they differ from
 // their default, so checkpoints written before they existed still resume.

@@ -118,6 +118,9 @@ struct TrainConfig {
   // with an error; the number of ranks, recorded by the trainer (a resume at another size warns).
   bool sync_bn = false;
   int dist_timeout = 120;
+  // Ranks: start each gradient bucket's allreduce from backward's hooks as soon as the bucket is
+  // full (grad_buckets.h), instead of all of them after backward. The sums are the same either way.
+  bool grad_overlap = true;
   int world_size = 1;
 
   void validate() const;                 // throws invp::Error naming the bad key

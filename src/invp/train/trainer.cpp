@@ -67,7 +67,8 @@ std::string metrics_line(const EpochMetrics& m) {
   if (m.knn_top1 >= 0) j["knn"] = {{"top1", m.knn_top1}, {"top5", m.knn_top5}, {"features", "bank"}};
   if (!m.state_hash.empty())
     j["dist"] = {{"allreduce_seconds", m.allreduce}, {"allgather_seconds", m.allgather},
-                 {"bytes", m.comm_bytes}, {"state_hash", m.state_hash}};
+                 {"bytes", m.comm_bytes}, {"state_hash", m.state_hash},
+                 {"grad_buckets", m.grad_buckets}, {"buckets_in_backward", m.buckets_in_backward}};
   return j.dump() + "\n";
 }
 }  // namespace
@@ -309,7 +310,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
       s.graphed->recapture();
     }
     if (!s.lead()) return m;
-    snap.capture({s.epoch, s.step, cfg.to_json()}, *s.net, *s.opt, s.bank->data(), s.graph.neighbors);
+    snap.capture({s.epoch, s.step, cfg.to_json(), {}, {}}, *s.net, *s.opt, s.bank->data(), s.graph.neighbors);
     m.checkpoint = seconds_since(t);
     writer.submit([&, m]() mutable {
       auto t_write = std::chrono::steady_clock::now();
@@ -394,7 +395,7 @@ int Trainer::run(const std::function<void(const EpochMetrics&)>& on_epoch, int u
   }
   writer.wait();  // every epoch's files are on disk before run() returns
   if (stop && s.lead()) {
-    write_checkpoint(ckpt, {s.epoch, s.step, cfg.to_json()}, *s.net, *s.opt, s.bank->data(), s.graph.neighbors);
+    write_checkpoint(ckpt, {s.epoch, s.step, cfg.to_json(), {}, {}}, *s.net, *s.opt, s.bank->data(), s.graph.neighbors);
     log::info("interrupted: checkpoint written at epoch " + std::to_string(s.epoch) + ", step " +
               std::to_string(s.step) + "; rerun the same command to resume");
   }

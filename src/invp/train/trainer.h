@@ -29,8 +29,11 @@ struct EpochMetrics {
   int64_t images = 0;  // trained on in the epoch, over all ranks
   // Data-parallel runs: seconds this rank (rank 0 for the log) spent in the gradient allreduce
   // and in the per-step all-gathers of the bank update, the bytes its collectives carried in the
-  // epoch, and the hash of the bank and graph every rank holds at the epoch's end.
+  // epoch, and the hash of the bank and graph every rank holds at the epoch's end. `allreduce`
+  // is the part backward did not hide; gradient buckets a step, and how many of them the last
+  // step started from backward's hooks (--grad-overlap).
   double allreduce = 0, allgather = 0, comm_bytes = 0;
+  int64_t grad_buckets = 0, buckets_in_backward = 0;
   std::string state_hash;
 };
 

@@ -5,6 +5,7 @@
 #include <invp/eval/weighted_knn.h>
 #include <invp/graph/propagate.h>
 #include <invp/model/precision.h>
+#include <invp/train/grad_buckets.h>
 #include <invp/train/graphed_step.h>
 #include <invp/train/sgd_step.h>
 #include <invp/train/trainer_state.h>
@@ -14,11 +15,6 @@
 
 namespace invp::train {
 using model::normalise_rows;
-
-namespace {
-// Gradient buckets: each is summed over ranks by one allreduce; all are in flight together.
-constexpr int64_t kBucketElements = int64_t(4) << 20;  // 16 MB of float32
-}  // namespace
 
 std::pair<int64_t, int64_t> row_slice(int64_t n, int rank, int world) {
   const int64_t per = (n + world - 1) / world;
@@ -111,43 +107,6 @@ void Trainer::State::rebuild_graph(EpochMetrics& m, bool use_invariance) {
   m.graph_same_label = st.same_label_share;
 }
 
-bool Trainer::State::average_gradients(bool stop) {
-  if (!dist) return stop;
-  std::vector<torch::Tensor> grads;
-  for (auto& p : net->parameters()) {
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-    grads.push_back(p.grad());
-  }
-  // Buckets of whole gradients, in reverse order (the order backward produces them).
-  std::vector<std::vector<size_t>> buckets(1);
-  int64_t filled = 0;
-  for (size_t i = grads.size(); i-- > 0;) {
-    if (filled > 0 && filled + grads[i].numel() > kBucketElements) buckets.emplace_back(), filled = 0;
-    buckets.back().push_back(i);
-    filled += grads[i].numel();
-  }
-  std::vector<torch::Tensor> flat;
-  std::vector<DistGroup::Pending> pending;
-  for (size_t b = 0; b < buckets.size(); ++b) {
-    std::vector<torch::Tensor> parts;
-    for (size_t i : buckets[b]) parts.push_back(grads[i].flatten());
-    if (b + 1 == buckets.size()) parts.push_back(torch::full({1}, stop ? 1.f : 0.f, grads[0].options()));
-    flat.push_back(torch::cat(parts));
-    pending.push_back(dist->allreduce_sum_async(flat.back()));
-  }
-  for (auto& p : pending) p.wait();
-  const double scale = 1.0 / world();
-  for (size_t b = 0; b < buckets.size(); ++b) {
-    int64_t at = 0;
-    for (size_t i : buckets[b]) {
-      const int64_t len = grads[i].numel();
-      grads[i].copy_(flat[b].slice(0, at, at + len).view(grads[i].sizes()).mul_(scale));
-      at += len;
-    }
-  }
-  return flat.back()[-1].item<float>() > 0;
-}
-
 torch::Tensor Trainer::State::train_step(const data::Batch& batch, const LossConfig& loss_cfg_step, double inv_weight,
                                          torch::Tensor& sums, bool& stop, EpochMetrics& m) {
   // On a GPU the step queues work without waiting for it (no .item(), no blocking copies), so
@@ -184,12 +143,20 @@ torch::Tensor Trainer::State::train_step(const data::Batch& batch, const LossCon
     graphed->backward_and_step(torch::autograd::grad({loss.total}, {zl})[0]);
   } else {
     opt->zero_grad();
-    loss.total.backward();
+    if (dist) {
+      if (!buckets) buckets = std::make_unique<GradientBuckets>(dist, net->parameters(), cfg.grad_overlap);
+      buckets->prepare(stop);
+    }
+    loss.total.backward();  // with overlap, buckets' allreduces start from its hooks
     phase_end();
     m.backward += seconds_since(t3);
-    auto tc = std::chrono::steady_clock::now();
-    stop = average_gradients(stop);
-    m.allreduce += seconds_since(tc);
+    if (dist) {
+      auto tc = std::chrono::steady_clock::now();
+      stop = buckets->finish();
+      m.allreduce += seconds_since(tc);
+      m.grad_buckets = int64_t(buckets->buckets());
+      m.buckets_in_backward = int64_t(buckets->started_early());
+    }
     t3 = std::chrono::steady_clock::now();
     if (!(cuda && foreach_sgd_step(*opt))) opt->step();  // the GPU takes the fused step
   }

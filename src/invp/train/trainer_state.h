@@ -16,6 +16,7 @@
 #include <invp/model/encoder.h>
 #include <invp/model/model_io.h>
 #include <invp/train/distributed.h>
+#include <invp/train/grad_buckets.h>
 #include <invp/train/invariance_loss.h>
 #include <invp/train/memory_bank.h>
 #include <invp/train/train_config.h>
@@ -52,6 +53,8 @@ struct Trainer::State {
   data::LoaderOptions loader_opts;
   std::shared_ptr<DistGroup> dist;    // null: a single process
   std::unique_ptr<GraphedStep> graphed;  // CUDA graphs of the encoder's half of the step
+  // Ranks: the gradient allreduce (made at the first step, once the model is in place).
+  std::unique_ptr<GradientBuckets> buckets;
 
   bool lead() const { return !dist || dist->rank() == 0; }  // writes files, logs, monitors
   int world() const { return dist ? dist->world() : 1; }
@@ -74,9 +77,6 @@ struct Trainer::State {
   void epoch_end(EpochMetrics& m, torch::Tensor sums, int64_t images);
 
  private:
-  // Gradients summed over ranks and divided by the world size, in buckets; the stop flag rides
-  // in the last one. Returns whether any rank asked to stop.
-  bool average_gradients(bool stop);
   // Rows [r0, r1) of an N-row result computed by each rank, gathered on every rank.
   torch::Tensor gather_row_slices(const torch::Tensor& part, int64_t n);
   // The rows the epoch graph is built from: the bank, or this epoch's features of the data.
