@@ -1,4 +1,4 @@
-// `invp eval knn`, `invp eval linear` and `invp eval retrieval`.
+// `invp eval knn`, `invp eval linear`, `invp eval retrieval` and `invp eval copies`.
 #include "common.h"
 
 #include <invp/core/error.h>
@@ -7,6 +7,7 @@
 #include <invp/eval/linear_probe.h>
 #include <invp/eval/weighted_knn.h>
 #include <invp/index/exact_knn.h>
+#include <invp/search/copy_check.h>
 #include <invp/search/embedder.h>
 #include <invp/search/index_dir.h>
 #include <invp/search/report.h>
@@ -27,14 +28,45 @@ double one_nn(const search::Features& train, const search::Features& test) {
   return pred.eq(test.labels).logical_and(ok).sum().item<double>() / std::max<double>(1, ok.sum().item<double>());
 }
 
+struct KnnArgs {
+  std::string model, train, test, device = "cpu", features = "head", precision = "fp32", baseline;
+  bool raw = false;
+  int k = eval::kKnnMonitorK;
+  double sigma = eval::kKnnMonitorSigma;
+};
+
+// Weighted kNN and cosine 1-NN of the model's features, or of raw pixels, as one JSON object.
+nlohmann::json knn_scores(const KnnArgs& a, bool raw) {
+  search::Features tr, te;
+  std::string precision = "fp32";  // as resolved
+  if (raw) {
+    tr = search::raw_pixel_features(data::open_dataset(a.train));
+    te = search::raw_pixel_features(data::open_dataset(a.test, {0, false}));
+  } else {
+    search::Embedder e(a.model, a.device, search::Embedder::output_of(a.features), a.precision);
+    precision = e.precision();
+    tr = search::embed_dataset_in_memory(e, data::open_dataset(a.train, {e.channels(), false}));
+    te = search::embed_dataset_in_memory(e, data::open_dataset(a.test, {e.channels(), false}));
+  }
+  if (tr.labels.max().item<int64_t>() < 0) throw Error(a.train, "has no labels");
+  if (te.labels.max().item<int64_t>() < 0) throw Error(a.test, "has no labels");
+  auto acc = eval::weighted_knn(tr.features, tr.labels, te.features, te.labels, a.k, a.sigma);
+  std::string what = raw ? "raw pixels" : a.features == "head" ? a.model : a.model + " (backbone)";
+  if (precision != "fp32") what += " [" + precision + "]";
+  return {{"features", what}, {"train", a.train}, {"test", a.test}, {"k", a.k}, {"sigma", a.sigma},
+          {"top1", acc.top1}, {"top5", acc.top5}, {"nn1_cosine", one_nn(tr, te)}, {"evaluated", acc.evaluated},
+          {"precision", precision}};
+}
+
+void print_knn(const nlohmann::json& j) {
+  std::printf("%s: weighted kNN (K %d, sigma %.2f) top-1 %.2f%%, top-5 %.2f%%; cosine 1-NN %.2f%% (%lld test items)\n",
+              j["features"].get<std::string>().c_str(), j["k"].get<int>(), j["sigma"].get<double>(),
+              100 * j["top1"].get<double>(), 100 * j["top5"].get<double>(), 100 * j["nn1_cosine"].get<double>(),
+              (long long)j["evaluated"].get<int64_t>());
+}
+
 void add_knn(CLI::App* ev) {
-  struct Args {
-    std::string model, train, test, device = "cpu", features = "head", precision = "fp32";
-    bool raw = false;
-    int k = eval::kKnnMonitorK;
-    double sigma = eval::kKnnMonitorSigma;
-  };
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<KnnArgs>();
   auto* c = ev->add_subcommand(
       "knn",
       "Weighted kNN classification (K 200, sigma 0.07, cosine; the paper's monitor) of TEST "
@@ -57,37 +89,30 @@ void add_knn(CLI::App* ev) {
                 "with AMX) or auto (bf16 where the CPU has AMX); see invp embed --help")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
+  c->add_option("--baseline", a->baseline,
+                "raw-pixels: also score raw pixels under the same protocol and print them beside the "
+                "model's, the yardstick a learned embedding should beat")
+      ->check(CLI::IsMember({"raw-pixels"}));
   c->callback([a] {
     globals().action = [a] {
       if (a->raw == !a->model.empty())
         throw CLI::ValidationError("eval knn", "give exactly one of --model M or --raw-pixels");
-      search::Features tr, te;
-      std::string precision = "fp32";  // as resolved
-      if (a->raw) {
-        tr = search::raw_pixel_features(data::open_dataset(a->train));
-        te = search::raw_pixel_features(data::open_dataset(a->test, {0, false}));
+      if (a->raw && !a->baseline.empty())
+        throw CLI::ValidationError("eval knn", "--baseline compares a --model with raw pixels");
+      auto model = knn_scores(*a, a->raw);
+      if (!a->baseline.empty()) {
+        auto raw = knn_scores(*a, true);
+        if (globals().json) {
+          model["baseline"] = raw;
+          std::cout << model.dump() << "\n";
+        } else {
+          print_knn(model);
+          print_knn(raw);
+        }
+      } else if (globals().json) {
+        std::cout << model.dump() << "\n";
       } else {
-        search::Embedder e(a->model, a->device,
-                           a->features == "head" ? search::Embedder::Output::head : search::Embedder::Output::backbone,
-                           a->precision);
-        precision = e.precision();
-        tr = search::embed_dataset_in_memory(e, data::open_dataset(a->train, {e.channels(), false}));
-        te = search::embed_dataset_in_memory(e, data::open_dataset(a->test, {e.channels(), false}));
-      }
-      if (tr.labels.max().item<int64_t>() < 0) throw Error(a->train, "has no labels");
-      if (te.labels.max().item<int64_t>() < 0) throw Error(a->test, "has no labels");
-      auto acc = eval::weighted_knn(tr.features, tr.labels, te.features, te.labels, a->k, a->sigma);
-      double nn1 = one_nn(tr, te);
-      std::string what = a->raw ? "raw pixels" : a->features == "head" ? a->model : a->model + " (backbone)";
-      if (precision != "fp32") what += " [" + precision + "]";
-      if (globals().json) {
-        std::cout << nlohmann::json{{"features", what}, {"train", a->train}, {"test", a->test},
-                                    {"k", a->k}, {"sigma", a->sigma}, {"top1", acc.top1}, {"top5", acc.top5},
-                                    {"nn1_cosine", nn1}, {"evaluated", acc.evaluated},
-                                    {"precision", precision}}.dump() << "\n";
-      } else {
-        std::printf("%s: weighted kNN (K %d, sigma %.2f) top-1 %.2f%%, top-5 %.2f%%; cosine 1-NN %.2f%% (%lld test items)\n",
-                    what.c_str(), a->k, a->sigma, 100 * acc.top1, 100 * acc.top5, 100 * nn1, (long long)acc.evaluated);
+        print_knn(model);
       }
     };
   });
@@ -201,14 +226,109 @@ void add_retrieval(CLI::App* ev) {
     };
   });
 }
+
+std::vector<data::Distortion> distortions_of(const std::string& list) {
+  std::vector<data::Distortion> out;
+  std::string item;
+  for (size_t at = 0; at <= list.size(); ++at) {
+    if (at < list.size() && list[at] != ',') {
+      item += list[at];
+      continue;
+    }
+    if (!item.empty()) out.push_back(data::distortion_named(item));
+    item.clear();
+  }
+  return out;
+}
+
+void print_copy_check(const search::CopyCheckReport& r, const std::string& model, const std::string& source) {
+  std::printf("copies of %lld of %lld images sampled from %s, searched for among the %lld (cosine, exact)\n",
+              (long long)r.queries, (long long)r.collection, source.c_str(), (long long)r.collection);
+  std::printf("%-10s %14s %14s %14s %14s\n", "distortion", "model r@1", ("model r@" + std::to_string(r.k)).c_str(),
+              "pixels r@1", ("pixels r@" + std::to_string(r.k)).c_str());
+  int wins = 0;
+  for (auto& row : r.rows) {
+    std::printf("%-10s %14.3f %14.3f %14.3f %14.3f\n", row.distortion.c_str(), row.model_at_1, row.model_at_k,
+                row.raw_at_1, row.raw_at_k);
+    wins += row.model_at_1 > row.raw_at_1;
+  }
+  std::printf("%s finds the original first more often than raw pixels under %d of %zu distortions\n", model.c_str(),
+              wins, r.rows.size());
+}
+
+void add_copies(CLI::App* ev) {
+  struct Args {
+    std::string model, data, device = "cpu", features = "head", precision = "fp32", distortions;
+    search::CopyCheckOptions opts;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = ev->add_subcommand(
+      "copies",
+      "A check that needs no labels: distorted copies (crop, loss of resolution, JPEG, colour change, "
+      "mirror image, a mix) of sampled images are searched for among the sample, and recall@1 and recall@k "
+      "count how often the original comes back, for the model and for raw pixels (the model's input "
+      "pooled to at most 32 px a side, centred, cosine). Tells whether training paid off on your own "
+      "collection before you trust an index of it.");
+  c->add_option("-m,--model", a->model, "model.pt to check")->required();
+  c->add_option("-d,--data", a->data, "SOURCE of images (any invp data source; labels are not used)")->required();
+  c->add_option("--collection", a->opts.collection, "Images sampled from SOURCE (at random, by --seed) and searched among")
+      ->capture_default_str()
+      ->check(at_least(2));
+  c->add_option("--queries", a->opts.queries, "Sampled images that get a distorted copy, for each distortion")
+      ->capture_default_str()
+      ->check(at_least(1));
+  c->add_option("-k", a->opts.k, "recall@k counts the original anywhere in the top k")
+      ->capture_default_str()
+      ->check(at_least(1));
+  c->add_option("--distortions", a->distortions,
+                "Comma-separated subset of crop,scale,jpeg,colour,flip,mixed (default: all)")
+      ->check(
+          [](const std::string& v) {
+            try {
+              return distortions_of(v).empty() ? std::string("no distortion named") : std::string();
+            } catch (const Error& e) {
+              return std::string(e.what());
+            }
+          },
+          "LIST");
+  c->add_option("--features", a->features, "head or backbone, as for invp embed")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"head", "backbone"}));
+  c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  c->add_option("--precision", a->precision, "fp32, bf16 or auto, as for invp embed")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
+  c->callback([a] {
+    globals().action = [a] {
+      if (!a->distortions.empty()) a->opts.distortions = distortions_of(a->distortions);
+      a->opts.seed = globals().seed;
+      search::Embedder e(a->model, a->device, search::Embedder::output_of(a->features), a->precision);
+      auto ds = data::open_dataset(a->data, {e.channels(), false});
+      auto r = search::copy_check(e, *ds, a->opts);
+      if (r.skipped_bad > 0) log::warn(a->data + ": " + std::to_string(r.skipped_bad) + " unreadable images skipped");
+      if (!globals().json) return print_copy_check(r, a->model, a->data);
+      nlohmann::json rows = nlohmann::json::array();
+      for (auto& row : r.rows)
+        rows.push_back({{"distortion", row.distortion},
+                        {"model", {{"recall_at_1", row.model_at_1}, {"recall_at_k", row.model_at_k}}},
+                        {"raw_pixels", {{"recall_at_1", row.raw_at_1}, {"recall_at_k", row.raw_at_k}}}});
+      std::cout << nlohmann::json{{"model", a->model}, {"features", a->features}, {"data", a->data},
+                                  {"collection", r.collection}, {"queries", r.queries}, {"k", r.k},
+                                  {"seed", a->opts.seed}, {"skipped_bad", r.skipped_bad}, {"rows", rows}}.dump()
+                << "\n";
+    };
+  });
+}
 }  // namespace
 
 void add_eval_commands(CLI::App& app) {
-  auto* ev = app.add_subcommand("eval", "Evaluate embeddings: weighted kNN and linear accuracy, retrieval precision and mAP");
+  auto* ev = app.add_subcommand("eval", "Evaluate embeddings: weighted kNN and linear accuracy, retrieval precision and mAP, and (without "
+                                  "labels) how often distorted copies find their originals");
   ev->require_subcommand(1);
   add_knn(ev);
   add_linear(ev);
   add_retrieval(ev);
+  add_copies(ev);
   for (auto* sub : ev->get_subcommands({})) sub->fallthrough();
 }
 }  // namespace invp::app

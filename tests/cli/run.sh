@@ -176,6 +176,14 @@ check "eval retrieval" sh -c "test $rc -eq 0 && grep -q '\"queries\":48' '$work/
 check "eval knn raw pixels" sh -c "test $rc -eq 0 && grep -q '\"nn1_cosine\":1' '$work/knn.json'"
 "$INVP" -q --json eval knn --model "$work/run/model.pt" --train "$work/shapes" --test "$work/more" -k 5 > /dev/null 2>&1; rc=$?
 check "eval knn needs labelled test" test $rc -eq 1
+"$INVP" -q --json eval knn --model "$work/run/model.pt" --train "$work/shapes" --test "$work/shapes" -k 5 \
+  --baseline raw-pixels > "$work/knnb.json"; rc=$?
+check "eval knn --baseline gives both" sh -c "test $rc -eq 0 && grep -q '\"baseline\":{.*\"features\":\"raw pixels\"' '$work/knnb.json'"
+"$INVP" -q --json eval copies -m "$work/run/model.pt" -d "$work/shapes" --queries 10 --distortions crop,flip \
+  > "$work/copies.json"; rc=$?
+check "eval copies, two distortions" sh -c "test $rc -eq 0 && grep -q '\"distortion\":\"crop\".*\"distortion\":\"flip\"' '$work/copies.json'"
+"$INVP" -q eval copies -m "$work/run/model.pt" -d "$work/shapes" --distortions crop,rotate > /dev/null 2> "$work/copies.err"; rc=$?
+check "eval copies: a bad distortion is a usage error naming it" sh -c "test $rc -eq 2 && head -1 '$work/copies.err' | grep -q rotate"
 
 "$INVP" -q --json index add --index "$work/idx" "$work/more" > "$work/add.json"; rc=$?
 check "index add exits 0" test $rc -eq 0

@@ -69,7 +69,9 @@ torch::Tensor Embedder::embed(const torch::Tensor& images) {
   return z.to(torch::kCPU, torch::kFloat32).contiguous();
 }
 
-torch::Tensor Embedder::embed_images(const std::vector<data::Image>& images) {
+torch::Tensor Embedder::embed_images(const std::vector<data::Image>& images) { return embed(inputs(images)); }
+
+torch::Tensor Embedder::inputs(const std::vector<data::Image>& images) const {
   const int s = info_.input_size, c = channels();
   auto batch = torch::empty({int64_t(images.size()), c, s, s}, torch::kFloat32);
   std::mt19937_64 rng(0);  // the eval transform draws nothing
@@ -77,7 +79,7 @@ torch::Tensor Embedder::embed_images(const std::vector<data::Image>& images) {
     auto img = data::augment(data::convert_channels(images[i], c), transform_, rng);
     data::normalise_into(img, transform_, batch.data_ptr<float>() + i * size_t(c) * s * s);
   }
-  return embed(batch);
+  return batch;
 }
 
 namespace {

@@ -45,6 +45,8 @@ class Embedder {
   torch::Tensor embed(const torch::Tensor& images);
   // Decoded images of any size; converted to the model's channels and transformed here.
   torch::Tensor embed_images(const std::vector<data::Image>& images);
+  // What embed_images() feeds the model: N×C×S×S, the eval transform of each image.
+  torch::Tensor inputs(const std::vector<data::Image>& images) const;
 
  private:
   std::string path_, hash_, precision_;
