@@ -174,13 +174,55 @@ void add_linear(CLI::App* ev) {
   });
 }
 
+struct RetrievalArgs {
+  std::string index, queries, model, baseline;
+  int k = 10;
+  int64_t max_queries = 0;
+};
+
+nlohmann::json retrieval_json(const eval::RetrievalScores& r, const std::string& features) {
+  return {{"features", features}, {"k", r.k}, {"queries", r.evaluated}, {"precision_at_1", r.precision_at_1},
+          {"precision_at_k", r.precision_at_k}, {"map_at_k", r.map_at_k}};
+}
+
+void print_retrieval(const nlohmann::json& j) {
+  const int k = j["k"].get<int>();
+  std::printf("%s: %lld queries, precision@1 %.2f%%, precision@%d %.2f%%, mAP@%d %.2f%%\n",
+              j["features"].get<std::string>().c_str(), (long long)j["queries"].get<int64_t>(),
+              100 * j["precision_at_1"].get<double>(), k, 100 * j["precision_at_k"].get<double>(), k,
+              100 * j["map_at_k"].get<double>());
+}
+
+// The yardstick: the same protocol over raw pixels of the index's items (and of the queries).
+// qids: the query source's item indices (--queries), in query order.
+nlohmann::json raw_retrieval(search::IndexHandle& h, const RetrievalArgs& a, const torch::Tensor& qlab,
+                             const torch::Tensor& qids) {
+  auto unit = [](const torch::Tensor& x) { return torch::nn::functional::normalize(x, {}); };
+  auto base = search::raw_item_features(h);
+  auto mean = base.mean(0, true);
+  base = unit(base - mean);
+  std::vector<int64_t> l(h.labels().begin(), h.labels().end());
+  auto blab = torch::tensor(l, torch::kLong);
+  eval::RetrievalScores r;
+  if (a.queries.empty()) {
+    r = search::exact_retrieval(base, blab, base.narrow(0, 0, qlab.size(0)), qlab, a.k, /*leave_one_out=*/true);
+  } else {
+    auto& e = h.embedder();
+    auto ds = data::open_dataset(a.queries, {e.channels(), false});
+    std::vector<torch::Tensor> parts;
+    std::vector<data::Image> batch;
+    const int64_t n = qlab.size(0);
+    for (int64_t i = 0; i < n; ++i) {
+      batch.push_back(ds->get(size_t(qids[i].item<int64_t>())).image);
+      if (batch.size() == 256 || i + 1 == n) parts.push_back(search::raw_input_features(e.inputs(batch))), batch.clear();
+    }
+    r = search::exact_retrieval(base, blab, unit(torch::cat(parts) - mean), qlab, a.k);
+  }
+  return retrieval_json(r, "raw pixels");
+}
+
 void add_retrieval(CLI::App* ev) {
-  struct Args {
-    std::string index, queries, model;
-    int k = 10;
-    int64_t max_queries = 0;
-  };
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<RetrievalArgs>();
   auto* c = ev->add_subcommand(
       "retrieval",
       "Precision@1, precision@k and mAP@k by label: each labelled query's hits count as "
@@ -191,16 +233,20 @@ void add_retrieval(CLI::App* ev) {
   c->add_option("-k", a->k, "Ranked list length")->capture_default_str()->check(at_least(1));
   c->add_option("--max-queries", a->max_queries, "Use at most this many queries (0 = all)");
   c->add_option("--model", a->model, "Model override (must be the index's model)");
+  c->add_option("--baseline", a->baseline,
+                "raw-pixels: also score raw pixels of the same items under the same protocol (exact cosine "
+                "over the model's input pooled to at most 32 px a side, centred), printed beside the model's")
+      ->check(CLI::IsMember({"raw-pixels"}));
   c->callback([a] {
     globals().action = [a] {
       search::IndexHandle h(a->index, a->model);
       if (!h.has_labels()) throw Error(a->index, "the index has no labels to judge relevance");
-      torch::Tensor q, qlab;
+      torch::Tensor q, qlab, qids;
       std::vector<int64_t> exclude;
       if (!a->queries.empty()) {
         auto& e = h.embedder();
         auto f = search::embed_dataset_in_memory(e, data::open_dataset(a->queries, {e.channels(), false}));
-        q = f.features, qlab = f.labels;
+        q = f.features, qlab = f.labels, qids = f.ids;
       } else {
         const auto& ids = h.ids();
         q = h.meta().read_all().embeddings;
@@ -213,16 +259,15 @@ void add_retrieval(CLI::App* ev) {
         qlab = qlab.narrow(0, 0, a->max_queries);
         if (!exclude.empty()) exclude.resize(size_t(a->max_queries));
       }
-      auto r = search::evaluate_retrieval(h, q, qlab, exclude, a->k);
+      auto j = retrieval_json(search::evaluate_retrieval(h, q, qlab, exclude, a->k), "model");
+      j["index"] = a->index;
+      if (!a->baseline.empty()) j["baseline"] = raw_retrieval(h, *a, qlab, qids);
       if (globals().json) {
-        std::cout << nlohmann::json{{"index", a->index}, {"k", r.k}, {"queries", r.evaluated},
-                                    {"precision_at_1", r.precision_at_1}, {"precision_at_k", r.precision_at_k},
-                                    {"map_at_k", r.map_at_k}}.dump() << "\n";
-      } else {
-        std::printf("%lld queries: precision@1 %.2f%%, precision@%d %.2f%%, mAP@%d %.2f%%\n",
-                    (long long)r.evaluated, 100 * r.precision_at_1, r.k, 100 * r.precision_at_k, r.k,
-                    100 * r.map_at_k);
+        std::cout << j.dump() << "\n";
+        return;
       }
+      print_retrieval(j);
+      if (j.contains("baseline")) print_retrieval(j["baseline"]);
     };
   });
 }

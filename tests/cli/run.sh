@@ -172,6 +172,8 @@ check "propagation montage" test -s "$work/insp/propagation.png"
 check "inspect clusters" sh -c "test $rc -eq 0 && test -s '$work/insp/clusters.png'"
 "$INVP" -q --json eval retrieval --index "$work/idx" -k 5 > "$work/ret.json"; rc=$?
 check "eval retrieval" sh -c "test $rc -eq 0 && grep -q '\"queries\":48' '$work/ret.json'"
+"$INVP" -q --json eval retrieval --index "$work/idx" -k 5 --baseline raw-pixels > "$work/retb.json"; rc=$?
+check "eval retrieval --baseline raw-pixels" sh -c "test $rc -eq 0 && grep -q '\"baseline\":{.*\"features\":\"raw pixels\".*\"queries\":48' '$work/retb.json'"
 "$INVP" -q --json eval knn --raw-pixels --train "$work/shapes" --test "$work/shapes" -k 5 > "$work/knn.json"; rc=$?
 check "eval knn raw pixels" sh -c "test $rc -eq 0 && grep -q '\"nn1_cosine\":1' '$work/knn.json'"
 "$INVP" -q --json eval knn --model "$work/run/model.pt" --train "$work/shapes" --test "$work/more" -k 5 > /dev/null 2>&1; rc=$?

@@ -3,6 +3,9 @@
 #include <invp/data/fetch.h>
 #include <invp/data/montage.h>
 #include <invp/index/exact_knn.h>
+#include <invp/core/progress.h>
+#include <invp/search/copy_check.h>
+#include <invp/search/index_dir.h>
 #include <invp/search/report.h>
 
 #include <cstdio>
@@ -68,12 +71,14 @@ eval::RetrievalScores evaluate_retrieval(IndexHandle& index, const torch::Tensor
 }
 
 eval::RetrievalScores exact_retrieval(const torch::Tensor& base, const torch::Tensor& base_labels,
-                                      const torch::Tensor& queries, const torch::Tensor& labels, int k) {
+                                      const torch::Tensor& queries, const torch::Tensor& labels, int k,
+                                      bool leave_one_out) {
   std::map<int32_t, int64_t> per_label;
   auto bl = base_labels.to(torch::kLong).contiguous();
   for (int64_t i = 0; i < bl.size(0); ++i) ++per_label[int32_t(bl[i].item<int64_t>())];
   auto nn = index::knn_inner_product(queries.to(torch::kFloat).contiguous(), base.to(torch::kFloat).contiguous(),
-                                     int(std::min<int64_t>(k, base.size(0))), /*exclude_self=*/false);
+                                     int(std::min<int64_t>(k, base.size(0) - (leave_one_out ? 1 : 0))),
+                                     leave_one_out);
   auto hit_labels = bl.index({nn.indices.flatten()}).view(nn.indices.sizes());
   eval::RetrievalMeter meter(k);
   for (int64_t i = 0; i < queries.size(0); ++i) {
@@ -81,9 +86,29 @@ eval::RetrievalScores exact_retrieval(const torch::Tensor& base, const torch::Te
     for (int64_t j = 0; j < hit_labels.size(1); ++j) ranked.push_back(int32_t(hit_labels[i][j].item<int64_t>()));
     const int32_t ql = int32_t(labels[i].item<int64_t>());
     auto it = per_label.find(ql);
-    meter.add(ranked, ql, it == per_label.end() ? 0 : it->second);
+    meter.add(ranked, ql, it == per_label.end() ? 0 : it->second - (leave_one_out ? 1 : 0));
   }
   return meter.result();
+}
+
+torch::Tensor raw_item_features(IndexHandle& index) {
+  auto& e = index.embedder();
+  data::ImageFetcher fetch(e.channels());
+  const auto& ids = index.ids();
+  std::vector<torch::Tensor> parts;
+  std::vector<data::Image> batch;
+  Progress bar("raw pixels", int64_t(ids.size()), "img");
+  for (size_t i = 0; i < ids.size(); ++i) {
+    batch.push_back(fetch.get(index.describe(ids[i], 0).path));
+    if (batch.size() == 256 || i + 1 == ids.size()) {
+      parts.push_back(raw_input_features(e.inputs(batch)));
+      batch.clear();
+      bar.update(int64_t(i + 1));
+    }
+  }
+  bar.finish();
+  if (parts.empty()) throw Error("", "the index has no items");
+  return torch::cat(parts);
 }
 
 }  // namespace invp::search

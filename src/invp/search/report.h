@@ -32,7 +32,14 @@ eval::RetrievalScores evaluate_retrieval(IndexHandle& index, const torch::Tensor
 
 // The same scores by exact cosine search of queries (Q×D, unit rows) against `base` (N×D,
 // unit rows, labels N int64): the yardstick for features no index holds, e.g. raw pixels.
+// leave_one_out: the queries are base rows 0..Q-1, each left out of its own list and count.
 eval::RetrievalScores exact_retrieval(const torch::Tensor& base, const torch::Tensor& base_labels,
-                                      const torch::Tensor& queries, const torch::Tensor& labels, int k);
+                                      const torch::Tensor& queries, const torch::Tensor& labels, int k,
+                                      bool leave_one_out = false);
+
+// Raw-pixel features (copy_check.h's raw_input_features: the model's input pooled to at most
+// 32 px a side, not centred) of the index's items, in ids() order, read back from their
+// recorded paths: the yardstick `eval retrieval --baseline raw-pixels` scores.
+torch::Tensor raw_item_features(IndexHandle& index);
 
 }  // namespace invp::search
