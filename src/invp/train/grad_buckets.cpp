@@ -32,12 +32,13 @@ GradientBuckets::GradientBuckets(std::shared_ptr<DistGroup> dist, std::vector<to
     b.flat = torch::zeros({n}, params_[0].options().requires_grad(false));
   }
   if (!overlap) return;
-  for (size_t i = 0; i < params_.size(); ++i)
-    hooks_.push_back(params_[i].register_hook([this, i](const torch::Tensor& g) { arrived(i, g); }));
+  for (size_t i = 0; i < params_.size(); ++i)  // a frozen parameter has no gradient to wait for
+    if (params_[i].requires_grad())
+      hooks_.emplace_back(i, params_[i].register_hook([this, i](const torch::Tensor& g) { arrived(i, g); }));
 }
 
 GradientBuckets::~GradientBuckets() {
-  for (size_t i = 0; i < hooks_.size(); ++i) params_[i].remove_hook(hooks_[i]);
+  for (auto [i, h] : hooks_) params_[i].remove_hook(h);
 }
 
 torch::Tensor GradientBuckets::slot(size_t param) {
@@ -47,7 +48,10 @@ torch::Tensor GradientBuckets::slot(size_t param) {
 }
 
 void GradientBuckets::prepare(bool stop) {
-  for (auto& b : buckets_) b.waiting = b.params.size(), b.started = false;
+  for (auto& b : buckets_) {
+    b.waiting = 0, b.started = false;
+    for (size_t i : b.params) b.waiting += hooks_.empty() || params_[i].requires_grad();
+  }
   std::fill(copied_.begin(), copied_.end(), 0);
   buckets_.back().flat[-1].fill_(stop ? 1.f : 0.f);
   next_ = 0;

@@ -55,7 +55,7 @@ class GradientBuckets {
   std::vector<Bucket> buckets_;
   std::vector<std::pair<size_t, size_t>> where_;  // parameter -> (bucket, slot)
   std::vector<char> copied_;
-  std::vector<unsigned> hooks_;
+  std::vector<std::pair<size_t, unsigned>> hooks_;  // (parameter, hook handle)
   size_t next_ = 0;  // the first bucket not started
   size_t started_early_ = 0;
   bool armed_ = false;
