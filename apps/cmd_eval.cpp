@@ -174,12 +174,6 @@ void add_linear(CLI::App* ev) {
   });
 }
 
-struct RetrievalArgs {
-  std::string index, queries, model, baseline;
-  int k = 10;
-  int64_t max_queries = 0;
-};
-
 nlohmann::json retrieval_json(const eval::RetrievalScores& r, const std::string& features) {
   return {{"features", features}, {"k", r.k}, {"queries", r.evaluated}, {"precision_at_1", r.precision_at_1},
           {"precision_at_k", r.precision_at_k}, {"map_at_k", r.map_at_k}};
@@ -193,36 +187,13 @@ void print_retrieval(const nlohmann::json& j) {
               100 * j["map_at_k"].get<double>());
 }
 
-// The yardstick: the same protocol over raw pixels of the index's items (and of the queries).
-// qids: the query source's item indices (--queries), in query order.
-nlohmann::json raw_retrieval(search::IndexHandle& h, const RetrievalArgs& a, const torch::Tensor& qlab,
-                             const torch::Tensor& qids) {
-  auto unit = [](const torch::Tensor& x) { return torch::nn::functional::normalize(x, {}); };
-  auto base = search::raw_item_features(h);
-  auto mean = base.mean(0, true);
-  base = unit(base - mean);
-  std::vector<int64_t> l(h.labels().begin(), h.labels().end());
-  auto blab = torch::tensor(l, torch::kLong);
-  eval::RetrievalScores r;
-  if (a.queries.empty()) {
-    r = search::exact_retrieval(base, blab, base.narrow(0, 0, qlab.size(0)), qlab, a.k, /*leave_one_out=*/true);
-  } else {
-    auto& e = h.embedder();
-    auto ds = data::open_dataset(a.queries, {e.channels(), false});
-    std::vector<torch::Tensor> parts;
-    std::vector<data::Image> batch;
-    const int64_t n = qlab.size(0);
-    for (int64_t i = 0; i < n; ++i) {
-      batch.push_back(ds->get(size_t(qids[i].item<int64_t>())).image);
-      if (batch.size() == 256 || i + 1 == n) parts.push_back(search::raw_input_features(e.inputs(batch))), batch.clear();
-    }
-    r = search::exact_retrieval(base, blab, unit(torch::cat(parts) - mean), qlab, a.k);
-  }
-  return retrieval_json(r, "raw pixels");
-}
-
 void add_retrieval(CLI::App* ev) {
-  auto a = std::make_shared<RetrievalArgs>();
+  struct Args {
+    std::string index, queries, model, baseline;
+    int k = 10;
+    int64_t max_queries = 0;
+  };
+  auto a = std::make_shared<Args>();
   auto* c = ev->add_subcommand(
       "retrieval",
       "Precision@1, precision@k and mAP@k by label: each labelled query's hits count as "
@@ -261,7 +232,11 @@ void add_retrieval(CLI::App* ev) {
       }
       auto j = retrieval_json(search::evaluate_retrieval(h, q, qlab, exclude, a->k), "model");
       j["index"] = a->index;
-      if (!a->baseline.empty()) j["baseline"] = raw_retrieval(h, *a, qlab, qids);
+      if (!a->baseline.empty()) {  // the same protocol over raw pixels of the same items and queries
+        std::shared_ptr<data::Dataset> qs;
+        if (!a->queries.empty()) qs = data::open_dataset(a->queries, {h.embedder().channels(), false});
+        j["baseline"] = retrieval_json(search::raw_pixel_retrieval(h, qlab, a->k, qs.get(), qids), "raw pixels");
+      }
       if (globals().json) {
         std::cout << j.dump() << "\n";
         return;
@@ -270,20 +245,6 @@ void add_retrieval(CLI::App* ev) {
       if (j.contains("baseline")) print_retrieval(j["baseline"]);
     };
   });
-}
-
-std::vector<data::Distortion> distortions_of(const std::string& list) {
-  std::vector<data::Distortion> out;
-  std::string item;
-  for (size_t at = 0; at <= list.size(); ++at) {
-    if (at < list.size() && list[at] != ',') {
-      item += list[at];
-      continue;
-    }
-    if (!item.empty()) out.push_back(data::distortion_named(item));
-    item.clear();
-  }
-  return out;
 }
 
 void print_copy_check(const search::CopyCheckReport& r, const std::string& model, const std::string& source) {
@@ -303,7 +264,8 @@ void print_copy_check(const search::CopyCheckReport& r, const std::string& model
 
 void add_copies(CLI::App* ev) {
   struct Args {
-    std::string model, data, device = "cpu", features = "head", precision = "fp32", distortions;
+    std::string model, data, device = "cpu", features = "head", precision = "fp32";
+    std::vector<std::string> distortions;
     search::CopyCheckOptions opts;
   };
   auto a = std::make_shared<Args>();
@@ -327,15 +289,8 @@ void add_copies(CLI::App* ev) {
       ->check(at_least(1));
   c->add_option("--distortions", a->distortions,
                 "Comma-separated subset of crop,scale,jpeg,colour,flip,mixed (default: all)")
-      ->check(
-          [](const std::string& v) {
-            try {
-              return distortions_of(v).empty() ? std::string("no distortion named") : std::string();
-            } catch (const Error& e) {
-              return std::string(e.what());
-            }
-          },
-          "LIST");
+      ->delimiter(',')
+      ->check(CLI::IsMember({"crop", "scale", "jpeg", "colour", "flip", "mixed"}));
   c->add_option("--features", a->features, "head or backbone, as for invp embed")
       ->capture_default_str()
       ->check(CLI::IsMember({"head", "backbone"}));
@@ -345,7 +300,10 @@ void add_copies(CLI::App* ev) {
       ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   c->callback([a] {
     globals().action = [a] {
-      if (!a->distortions.empty()) a->opts.distortions = distortions_of(a->distortions);
+      if (!a->distortions.empty()) {
+        a->opts.distortions.clear();
+        for (auto& d : a->distortions) a->opts.distortions.push_back(data::distortion_named(d));
+      }
       a->opts.seed = globals().seed;
       search::Embedder e(a->model, a->device, search::Embedder::output_of(a->features), a->precision);
       auto ds = data::open_dataset(a->data, {e.channels(), false});

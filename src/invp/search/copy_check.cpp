@@ -1,6 +1,7 @@
 #include <invp/core/error.h>
 #include <invp/core/progress.h>
 #include <invp/index/exact_knn.h>
+#include <invp/model/encoder.h>
 #include <invp/search/copy_check.h>
 
 #include <algorithm>
@@ -12,7 +13,7 @@ namespace {
 constexpr int64_t kBatch = 256;
 constexpr int64_t kRawSide = 32;
 
-torch::Tensor unit_rows(const torch::Tensor& x) { return torch::nn::functional::normalize(x, {}); }
+using model::normalise_rows;
 
 // Features of `images`: the model's, and raw pixels' (before centring).
 struct Encoded {
@@ -51,6 +52,24 @@ torch::Tensor raw_input_features(const torch::Tensor& inputs) {
   if (x.size(2) > kRawSide || x.size(3) > kRawSide)
     x = torch::adaptive_avg_pool2d(x, {std::min(x.size(2), kRawSide), std::min(x.size(3), kRawSide)});
   return x.flatten(1).contiguous();
+}
+
+torch::Tensor raw_features(const Embedder& e, int64_t count, const std::function<data::Image(int64_t)>& image_at,
+                           const std::string& label) {
+  std::vector<torch::Tensor> parts;
+  std::vector<data::Image> batch;
+  Progress bar(label, count, "img");
+  for (int64_t i = 0; i < count; ++i) {
+    batch.push_back(image_at(i));
+    if (int64_t(batch.size()) == kBatch || i + 1 == count) {
+      parts.push_back(raw_input_features(e.inputs(batch)));
+      batch.clear();
+      bar.update(i + 1);
+    }
+  }
+  bar.finish();
+  if (parts.empty()) throw Error("", label + ": no images");
+  return torch::cat(parts);
 }
 
 namespace {
@@ -105,7 +124,7 @@ CopyCheckReport copy_check(Embedder& e, const data::Dataset& ds, const CopyCheck
   auto s = embed_sample(e, ds, want, opts.seed, bar);
   const int64_t n = int64_t(s.items.size()), nq = std::clamp<int64_t>(opts.queries, 1, n);
   auto mean = s.raw.mean(0, true);
-  auto raw_base = unit_rows(s.raw - mean);
+  auto raw_base = normalise_rows(s.raw - mean);
   std::vector<int64_t> truth(static_cast<size_t>(nq));  // copy i is of sample item i
   std::iota(truth.begin(), truth.end(), int64_t(0));
   int64_t done = n;
@@ -125,7 +144,7 @@ CopyCheckReport copy_check(Embedder& e, const data::Dataset& ds, const CopyCheck
     CopyCheckRow row;
     row.distortion = data::distortion_name(d);
     std::tie(row.model_at_1, row.model_at_k) = recall(torch::cat(qm), s.model, truth, opts.k);
-    std::tie(row.raw_at_1, row.raw_at_k) = recall(unit_rows(torch::cat(qr) - mean), raw_base, truth, opts.k);
+    std::tie(row.raw_at_1, row.raw_at_k) = recall(normalise_rows(torch::cat(qr) - mean), raw_base, truth, opts.k);
     rep.rows.push_back(row);
   }
   bar.finish();

@@ -11,6 +11,7 @@
 #include <invp/search/embedder.h>
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -46,5 +47,9 @@ std::mt19937_64 copy_rng(uint64_t seed, data::Distortion d);
 // The raw-pixel features copy_check() compares against: the model's input (N×C×S×S) pooled to
 // at most 32 px a side and flattened (rows not yet centred or normalised).
 torch::Tensor raw_input_features(const torch::Tensor& inputs);
+// The same for `count` images, image_at(0..count-1), decoded and transformed a batch at a time
+// (a collection of photos does not fit in memory decoded), with a progress bar named `label`.
+torch::Tensor raw_features(const Embedder& embedder, int64_t count,
+                           const std::function<data::Image(int64_t)>& image_at, const std::string& label);
 
 }  // namespace invp::search

@@ -3,7 +3,7 @@
 #include <invp/data/fetch.h>
 #include <invp/data/montage.h>
 #include <invp/index/exact_knn.h>
-#include <invp/core/progress.h>
+#include <invp/model/encoder.h>
 #include <invp/search/copy_check.h>
 #include <invp/search/index_dir.h>
 #include <invp/search/report.h>
@@ -91,24 +91,23 @@ eval::RetrievalScores exact_retrieval(const torch::Tensor& base, const torch::Te
   return meter.result();
 }
 
-torch::Tensor raw_item_features(IndexHandle& index) {
+eval::RetrievalScores raw_pixel_retrieval(IndexHandle& index, const torch::Tensor& labels, int k,
+                                          const data::Dataset* queries, const torch::Tensor& query_ids) {
   auto& e = index.embedder();
   data::ImageFetcher fetch(e.channels());
   const auto& ids = index.ids();
-  std::vector<torch::Tensor> parts;
-  std::vector<data::Image> batch;
-  Progress bar("raw pixels", int64_t(ids.size()), "img");
-  for (size_t i = 0; i < ids.size(); ++i) {
-    batch.push_back(fetch.get(index.describe(ids[i], 0).path));
-    if (batch.size() == 256 || i + 1 == ids.size()) {
-      parts.push_back(raw_input_features(e.inputs(batch)));
-      batch.clear();
-      bar.update(int64_t(i + 1));
-    }
-  }
-  bar.finish();
-  if (parts.empty()) throw Error("", "the index has no items");
-  return torch::cat(parts);
+  auto base = raw_features(e, int64_t(ids.size()),
+                           [&](int64_t i) { return fetch.get(index.describe(ids[size_t(i)], 0).path); }, "raw pixels");
+  auto mean = base.mean(0, true);
+  base = model::normalise_rows(base - mean);
+  std::vector<int64_t> l(index.labels().begin(), index.labels().end());
+  auto base_labels = torch::tensor(l, torch::kLong);
+  if (!queries)
+    return exact_retrieval(base, base_labels, base.narrow(0, 0, labels.size(0)), labels, k, /*leave_one_out=*/true);
+  auto q = raw_features(e, labels.size(0),
+                        [&](int64_t i) { return queries->get(size_t(query_ids[i].item<int64_t>())).image; },
+                        "raw pixels of the queries");
+  return exact_retrieval(base, base_labels, model::normalise_rows(q - mean), labels, k);
 }
 
 }  // namespace invp::search

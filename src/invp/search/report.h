@@ -37,9 +37,12 @@ eval::RetrievalScores exact_retrieval(const torch::Tensor& base, const torch::Te
                                       const torch::Tensor& queries, const torch::Tensor& labels, int k,
                                       bool leave_one_out = false);
 
-// Raw-pixel features (copy_check.h's raw_input_features: the model's input pooled to at most
-// 32 px a side, not centred) of the index's items, in ids() order, read back from their
-// recorded paths: the yardstick `eval retrieval --baseline raw-pixels` scores.
-torch::Tensor raw_item_features(IndexHandle& index);
+// `eval retrieval --baseline raw-pixels`: the scores above for raw pixels (copy_check.h's
+// raw_input_features, centred on the index items' mean), the index items read back from their
+// recorded paths. Without `queries`, the items' first labels.size(0) rows query the others
+// (each left out); with it, its items query_ids (labels, in the same order) query them.
+eval::RetrievalScores raw_pixel_retrieval(IndexHandle& index, const torch::Tensor& labels, int k,
+                                          const data::Dataset* queries = nullptr,
+                                          const torch::Tensor& query_ids = {});
 
 }  // namespace invp::search
