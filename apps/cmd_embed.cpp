@@ -129,10 +129,11 @@ void print_info(const std::string& dir, const search::IndexInfo& i) {
             << "search     ";
   for (auto& [k, v] : i.search_params) std::cout << k << "=" << v << " ";
   std::cout << (i.search_params.empty() ? "(exact)" : "") << "\n"
-            << "recall@" << i.tuned_k << "  " << fmt("%.3f", i.recall) << " (target "
-            << fmt("%.2f", i.target_recall) << ")\n"
+            << "recall@" << i.tuned_k << "  " << fmt("%.3f", i.recall)
+            << (i.rerank ? " (codes alone)" : " (target " + fmt("%.2f", i.target_recall) + ")") << "\n"
             << (i.rerank ? "rerank     " + std::to_string(i.rerank) + " candidates: recall@" + std::to_string(i.tuned_k) +
-                               " " + fmt("%.3f", i.rerank_recall) + "\n" : "")
+                               " " + fmt("%.3f", i.rerank_recall) + " (target " + fmt("%.2f", i.target_recall) + ")\n"
+                         : "")
             << (i.ivfdata.empty() ? "" : "lists      " + i.ivfdata + " (on disk, memory-mapped)\n")
             << "speed      " << fmt("%.0f", i.queries_per_second) << " queries/s (one thread budget, batch)\n"
             << "model      " << (i.has_model ? "model.pt (query by image)" : "none (--id queries only)") << "\n";
@@ -171,7 +172,8 @@ void add_index(CLI::App& app) {
   build->add_option("--slice-rows", b->slice_rows, "On-disk builds: vectors filled in memory at a time")
       ->capture_default_str()->check(at_least(1));
   build->add_option("--rerank", b->rerank,
-                    "Re-rank this many candidates exactly from the vectors file on disk (for PQ codes; 0 = off)")
+                    "Re-rank this many candidates exactly from the vectors file on disk (for PQ codes; 0 = off); "
+                    "nprobe is then tuned to --target-recall as re-ranked, so fewer lists are probed")
       ->capture_default_str()->check(at_least(0));
   build->callback([b, bin, bout, btrained] {
     globals().action = [b, bin, bout, btrained] {
@@ -286,7 +288,8 @@ void add_index(CLI::App& app) {
   merge->add_option("--target-recall", m->target_recall, "Recall@k to tune for")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   merge->add_option("-k", m->k, "k of the recall target")->capture_default_str();
   merge->add_option("--tune-queries", m->tune_queries, "Held-out queries used to tune")->capture_default_str();
-  merge->add_option("--rerank", m->rerank, "Re-rank this many candidates exactly from the vectors file (0 = off)")
+  merge->add_option("--rerank", m->rerank, "Re-rank this many candidates exactly from the vectors file (0 = off); nprobe is then tuned to "
+                    "--target-recall as re-ranked, so fewer lists are probed")
       ->capture_default_str()->check(at_least(0));
   merge->callback([m, min, mout] {
     globals().action = [m, min, mout] {

@@ -378,6 +378,33 @@ TEST(Recall, CountsIntersectionsIgnoringMissing) {
   EXPECT_NEAR(recall_at_k(at::tensor({1, 5, 6}, at::kLong).view({1, 3}), short_truth), 1.0, 1e-12);
 }
 
+// tune() measures recall through the search it is given (as re-ranking does), not the index's
+// own: with an oracle for a search the first setting of the sweep already meets the target,
+// where the index alone needs more lists; the callback sees every setting tune() tries.
+TEST(Tune, MeasuresThroughTheGivenSearch) {
+  const Data& d = data();
+  AnnIndex own(builtin_recipe("ivf-flat", kDim), kDim, kN);
+  own.train(d.base);
+  own.add(d.base, d.ids);
+  const auto alone = tune(own, d.queries, d.truth, kK, 0.99);
+  ASSERT_GT(alone.params.at("nprobe"), 1.0) << "the data no longer needs more than one list";
+
+  std::vector<double> seen;
+  AnnIndex idx(builtin_recipe("ivf-flat", kDim), kDim, kN);
+  idx.train(d.base);
+  idx.add(d.base, d.ids);
+  const auto oracle = [&](const at::Tensor& q, int k) {
+    seen.push_back(idx.search_params().at("nprobe"));
+    return knn_inner_product(q, d.base, k, false).indices + kIdOffset;
+  };
+  const auto t = tune(idx, d.queries, d.truth, kK, 0.99, oracle);
+  EXPECT_EQ(t.params.at("nprobe"), 1.0);
+  EXPECT_DOUBLE_EQ(t.recall, 1.0);
+  EXPECT_EQ(idx.search_params().at("nprobe"), 1.0);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front(), 1.0);
+}
+
 TEST(KMeans, RecoversWellSeparatedBlobs) {
   auto gen = at::detail::createCPUGenerator(3);
   const int64_t blobs = 5, per = 200, dim = 16;

@@ -18,11 +18,11 @@ using invp_test::temp_dir;
 constexpr int64_t kN = 3000, kDim = 16;
 
 // Clustered unit vectors (ids 0..n-1 + offset), in the embeddings.h5 layout.
-store::Rows clustered(int64_t n, int64_t offset, uint64_t seed) {
+store::Rows clustered(int64_t n, int64_t offset, uint64_t seed, double noise = 0.3) {
   torch::manual_seed(seed);
   auto centers = torch::randn({40, kDim});
   auto pick = torch::randint(0, 40, {n}, torch::kLong);
-  auto x = centers.index_select(0, pick) + 0.3 * torch::randn({n, kDim});
+  auto x = centers.index_select(0, pick) + noise * torch::randn({n, kDim});
   store::Rows r;
   r.embeddings = (x / x.norm(2, 1, true)).contiguous();
   for (int64_t i = 0; i < n; ++i) {
@@ -58,11 +58,11 @@ struct Sliced {
   std::string trained;
   std::vector<std::string> slices;
 };
-Sliced make_slices(const std::string& name) {
-  Sliced s{temp_dir(name), clustered(kN, 0, 3), {}, {}};
+Sliced make_slices(const std::string& name, const std::string& recipe = "ivf-flat", double noise = 0.3) {
+  Sliced s{temp_dir(name), clustered(kN, 0, 3, noise), {}, {}};
   const auto whole = write_part(s.dir, "whole.h5", s.all);
   search::TrainOptions t;
-  t.recipe = "ivf-flat";
+  t.recipe = recipe;
   s.trained = (s.dir / "trained").string();
   search::train_index(whole, s.trained, t);
   const int64_t cut[] = {0, 1000, 2100, kN};
@@ -122,6 +122,31 @@ TEST(BigIndex, SlicesMergedEqualOneBuildOfTheTrainedIndex) {
   // Paths and labels come from the joined slices' metadata by id.
   EXPECT_EQ(h.describe(2500, 1).path, "item2500");
   EXPECT_TRUE(torch::equal(h.vectors({2999, 7}), torch::stack({s.all.embeddings[2999], s.all.embeddings[7]})));
+  fs::remove_all(s.dir);
+}
+
+// With re-ranking, merge tunes nprobe to the target as re-ranked: fewer lists than the codes
+// alone need, and the directory then answers at that recall (fresh queries, brute force).
+TEST(BigIndex, ReRankedTuningProbesFewerLists) {
+  auto s = make_slices("rerank", "ivf-pq", 1.5);  // clusters that overlap: neighbours spread over many lists
+  const auto plain_dir = (s.dir / "plain").string(), rr_dir = (s.dir / "rr").string();
+  const auto plain = search::merge_slices(s.slices, plain_dir, merge_opts(false)).info;
+  auto o = merge_opts(false);
+  o.rerank = 50;
+  const auto rr = search::merge_slices(s.slices, rr_dir, o).info;
+  EXPECT_LT(plain.recall, o.target_recall) << "PQ codes alone reach the target: the test no longer tests";
+  EXPECT_GE(rr.rerank_recall, o.target_recall);
+  EXPECT_LT(rr.search_params.at("nprobe"), plain.search_params.at("nprobe"));
+  EXPECT_LE(rr.recall, rr.rerank_recall);
+
+  search::IndexHandle h(rr_dir);
+  EXPECT_EQ(h.info().search_params, rr.search_params);
+  EXPECT_DOUBLE_EQ(h.info().rerank_recall, rr.rerank_recall);
+  const int k = 10;
+  auto q = clustered(300, 0, 11, 1.5).embeddings;
+  auto found = h.search_ids(q, k).indices;
+  auto truth = std::get<1>(torch::matmul(q, s.all.embeddings.t()).topk(k, 1));  // ids == rows here
+  EXPECT_GE(index::recall_at_k(found, truth), o.target_recall - 0.05);
   fs::remove_all(s.dir);
 }
 

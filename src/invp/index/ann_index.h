@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -176,14 +177,17 @@ double recall_at_k(const at::Tensor& found, const at::Tensor& truth);
 // against `truth` (exact ids, Q×k) reaches target_recall. If it never does, it stops where
 // recall stops improving (< 0.002 over two steps) or at the sweep's end, and keeps the
 // cheapest value within 0.001 of the best recall seen. Leaves the chosen parameters set on
-// the index. Flat indexes return recall 1.
+// the index. Flat indexes return recall 1. SEARCH, when given, is how a query is answered at the
+// setting tune() has just put on the index (e.g. with an exact re-rank of more candidates):
+// it returns Q×k ids, and recall and queries/s are measured through it.
+using SearchIds = std::function<at::Tensor(const at::Tensor& queries, int k)>;
 struct TuneResult {
   std::map<std::string, double> params;
   double recall = 0;
   double queries_per_second = 0;  // at the chosen setting: the query batch repeated ≥ 50 ms
 };
 TuneResult tune(AnnIndex& index, const at::Tensor& queries, const at::Tensor& truth, int k,
-                double target_recall);
+                double target_recall, const SearchIds& search = nullptr);
 
 // Spherical k-means (FAISS Clustering, inner product): centroids k×D (normalised) and the
 // assignment of each row (n int64) to its most similar centroid. Needs 1 ≤ k ≤ n; training

@@ -17,14 +17,14 @@ void check_ids(const at::Tensor& t, const char* what) {
     throw Error("", std::string(what) + " must be a 2-D CPU int64 tensor (queries×k)");
 }
 
-double queries_per_second(const AnnIndex& index, const at::Tensor& queries, int k) {
+double queries_per_second(const SearchIds& search, const at::Tensor& queries, int k) {
   using clock = std::chrono::steady_clock;
   constexpr double kMinSeconds = 0.05;  // one small batch alone is too noisy to time
   const auto start = clock::now();
   int64_t done = 0;
   double elapsed = 0;
   do {
-    index.search(queries, k);
+    search(queries, k);
     done += queries.size(0);
     elapsed = std::chrono::duration<double>(clock::now() - start).count();
   } while (elapsed < kMinSeconds && done < 1000 * std::max<int64_t>(queries.size(0), 1));
@@ -67,17 +67,19 @@ double recall_at_k(const at::Tensor& found, const at::Tensor& truth) {
 }
 
 TuneResult tune(AnnIndex& index, const at::Tensor& queries, const at::Tensor& truth, int k,
-                double target_recall) {
+                double target_recall, const SearchIds& given) {
   detail::check_matrix(queries, index.dim(), "tuning queries");
   check_ids(truth, "true ids");
   if (k < 1 || truth.size(1) != k || truth.size(0) != queries.size(0))
     throw Error("", "tune: truth must be queries×k with k ≥ 1");
   if (!(target_recall > 0 && target_recall <= 1)) throw Error("", "tune: target recall must be in (0, 1]");
+  const SearchIds search =
+      given ? given : SearchIds([&index](const at::Tensor& q, int kk) { return index.search(q, kk).indices; });
   TuneResult out;
   const auto names = index.tunable_parameters();
   if (names.empty()) {  // exact
     out.recall = 1.0;
-    out.queries_per_second = queries_per_second(index, queries, k);
+    out.queries_per_second = queries_per_second(search, queries, k);
     return out;
   }
   const std::string& name = names[0];
@@ -85,7 +87,7 @@ TuneResult tune(AnnIndex& index, const at::Tensor& queries, const at::Tensor& tr
   std::vector<std::pair<double, double>> tried;  // (value, recall)
   for (double v : sweep) {
     index.set_search_params({{name, v}});
-    const double r = recall_at_k(index.search(queries, k).indices, truth);
+    const double r = recall_at_k(search(queries, k), truth);
     tried.push_back({v, r});
     if (r >= target_recall) break;
     const size_t n = tried.size();
@@ -105,7 +107,7 @@ TuneResult tune(AnnIndex& index, const at::Tensor& queries, const at::Tensor& tr
   index.set_search_params({{name, chosen.first}});
   out.params = {{name, chosen.first}};
   out.recall = chosen.second;
-  out.queries_per_second = queries_per_second(index, queries, k);
+  out.queries_per_second = queries_per_second(search, queries, k);
   return out;
 }
 

@@ -371,10 +371,7 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   }
   info.size = ann.size();
 
-  tune_into(info, ann, reader, opts);
-  if (info.recall < opts.target_recall)
-    log::warn("recall@" + std::to_string(info.tuned_k) + " " + std::to_string(info.recall) +
-              " stays below the target " + std::to_string(opts.target_recall) + " at the largest setting");
+  const auto sample = tune_into(info, ann, reader, opts);
 
   const auto ipath = (fs::path(dir) / index_file(gen)).string();
   const auto mpath = (fs::path(dir) / meta_file(gen)).string();
@@ -384,6 +381,7 @@ BuildReport build_index(const std::string& embeddings_h5, const std::string& dir
   info.files[meta_file(gen)] = record_of(mpath);
   info.build_seconds = seconds_since(t0);
   commit(dir, info);
+  finish_tuning(dir, info, sample, opts);
   return {info, info.build_seconds};
 }
 

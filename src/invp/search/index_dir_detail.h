@@ -34,6 +34,11 @@ struct TuningSample {
 };
 TuningSample tune_into(IndexInfo& info, index::AnnIndex& ann, const store::EmbeddingReader& reader,
                        const BuildOptions& opts);
+// After the first commit of a tuned index in DIR: when opts.rerank is on, tunes again through
+// the directory's own search path (exact re-rank from the vectors file) to the same target,
+// records the re-ranked recall, the codes' recall and queries/s at the new setting, and commits
+// again; warns when the recall queries get stays below the target.
+void finish_tuning(const std::string& dir, IndexInfo& info, const TuningSample& s, const BuildOptions& opts);
 // Trains ann (if it needs it) on a sample of train_size rows of reader; PQ on one thread.
 void train_ann(index::AnnIndex& ann, const store::EmbeddingReader& reader, const index::Recipe& recipe,
                uint64_t seed);

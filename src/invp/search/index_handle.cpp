@@ -1,6 +1,7 @@
 // IndexHandle: an index directory opened for search (index_dir.h).
 #include <invp/core/error.h>
 #include <invp/core/hash.h>
+#include <invp/core/log.h>
 #include <invp/search/index_dir.h>
 #include <invp/search/index_dir_detail.h>
 
@@ -286,3 +287,29 @@ std::vector<std::vector<Hit>> IndexHandle::search(const torch::Tensor& queries, 
 }
 
 }  // namespace invp::search
+
+namespace invp::search::detail {
+
+void finish_tuning(const std::string& dir, IndexInfo& info, const TuningSample& s, const BuildOptions& opts) {
+  if (opts.rerank > s.k) {
+    // Re-ranking recovers what compressed codes lose, so the target is met at a smaller
+    // setting than the codes alone need: tune again through the path queries take.
+    IndexHandle h(dir);
+    if (h.meta().has_embeddings()) {
+      auto& ann = h.ann();
+      auto tuned = index::tune(ann, s.queries, s.truth, s.k, opts.target_recall,
+                               [&h](const torch::Tensor& q, int k) { return h.search_ids(q, k).indices; });
+      info.search_params = tuned.params;
+      info.rerank_recall = tuned.recall;
+      info.queries_per_second = tuned.queries_per_second;
+      info.recall = index::recall_at_k(ann.search(s.queries, s.k).indices, s.truth);
+      commit(dir, info);
+    }
+  }
+  const double got = info.rerank > s.k && info.rerank_recall > 0 ? info.rerank_recall : info.recall;
+  if (got < opts.target_recall)
+    log::warn(dir + ": recall@" + std::to_string(info.tuned_k) + " " + std::to_string(got) +
+              " stays below the target " + std::to_string(opts.target_recall) + " at the largest setting");
+}
+
+}  // namespace invp::search::detail

@@ -136,11 +136,7 @@ BuildReport finish_merge(const index::CheckedFile& trained, const std::vector<in
   info.created = utc_now_iso();
   info.build_seconds = seconds_since(t0);
   commit(dir, info);
-  if (opts.rerank > sample.k) {  // measured through the search path queries use, then recorded
-    IndexHandle h(dir);
-    info.rerank_recall = index::recall_at_k(h.search_ids(sample.queries, sample.k).indices, sample.truth);
-    commit(dir, info);
-  }
+  finish_tuning(dir, info, sample, opts);
   return {info, info.build_seconds};
 }
 }  // namespace
