@@ -4,6 +4,7 @@
 
 #include <invp/core/error.h>
 #include <invp/core/log.h>
+#include <invp/core/memory.h>
 #include <invp/data/histogram.h>
 #include <invp/search/dedup.h>
 #include <invp/search/report.h>
@@ -12,9 +13,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -199,13 +197,7 @@ void add_dedup_command(CLI::App& app) {
   c->callback([a, h] {
     globals().action = [a, h] {
       a->histogram_asked = h->count() > 0;
-#if defined(__GLIBC__)
-      // The scan allocates and frees batch-sized buffers on several threads for as long as it
-      // runs. glibc raises its mmap threshold to the size of the first such block freed, after
-      // which they come from the heap arenas and are kept there: peak RSS grew with the number
-      // of items scanned. A fixed threshold (glibc's initial one) keeps them mapped and returned.
-      mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-#endif
+      keep_large_blocks_mapped();  // the scan frees batch-sized buffers for as long as it runs
       search::IndexHandle index(a->index);
       search::DedupOptions o;
       o.k = a->k;

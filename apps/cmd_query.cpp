@@ -185,7 +185,10 @@ void run_query(const QueryArgs& a) {
       throw CLI::ValidationError("query", "--serve and --montage take one --index");
     return print_answers(a, answer_set(a), t0);
   }
-  prepare_heap_for(a.indexes[0]);
+  if (a.serve)
+    keep_large_blocks_mapped();  // long-running: freed blocks go back, none is kept resident
+  else
+    prepare_heap_for(a.indexes[0]);
   search::ServiceOptions so;
   so.model_override = a.model;
   so.device = a.device;

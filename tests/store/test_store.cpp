@@ -1,6 +1,7 @@
 // write_store / EmbeddingReader: round trip, plain HDF5 types, metadata-only files, errors.
 #include <invp/core/error.h>
 #include <invp/store/embedding_store.h>
+#include <invp/store/vlen_check.h>
 
 #if __has_include(<hdf5.h>)
 #include <hdf5.h>
@@ -328,6 +329,27 @@ TEST(Store, WriteStoreRejectsInconsistentRows) {
   expect_error([&] { write_store(p, make_meta(3), make_rows(0, 5, 4)); }, p, "float tensor of 5 x 3");
   EXPECT_FALSE(fs::exists(p));
   fs::remove_all(dir);
+}
+
+// The check of string references keeps a bounded number of parsed heap collections: a pass over
+// every row of a large file (what index merge does) used to keep one entry per string.
+TEST(Store, StringCheckKeepsBoundedState) {
+  const int64_t n = 200000;  // about 320 heap collections
+  auto rows = make_rows(0, n, 2);
+  for (auto& p : rows.paths) p = "/collections/of/images/somewhere/deep/in/a/tree/" + p;
+  auto meta = make_meta(2);
+  const auto path = (temp_dir("many_strings") / "s.h5").string();
+  write_store(path, meta, rows);
+  H5Handle f{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+  H5Handle d{H5Dopen2(f.id, "paths", H5P_DEFAULT), H5Dclose};
+  invp::store::detail::VlenGuard guard;
+  guard.open(path, f.id);
+  for (int64_t s = 0; s < n; s += 8192) guard.check(d.id, "paths", s, std::min<int64_t>(8192, n - s));
+  ASSERT_GT(guard.parsed_collections(), 256u) << "too few collections for the bound to matter";
+  EXPECT_LE(guard.kept_collections(), 256u);
+  // Still checks: every row reads back through the reader, which runs the same guard.
+  EmbeddingReader r(path);
+  EXPECT_EQ(r.read(n - 3, 3).paths.back(), rows.paths.back());
 }
 
 TEST(Rows, AppendConcatenates) {

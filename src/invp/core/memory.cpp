@@ -42,4 +42,10 @@ size_t reserve_resident_heap(size_t bytes) {
 #endif
 }
 
+void keep_large_blocks_mapped() {
+#ifdef INVP_HAVE_RESIDENT_HEAP
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
+}
+
 }  // namespace invp

@@ -17,4 +17,12 @@ namespace invp {
 // Returns the bytes made resident (0 when skipped).
 size_t reserve_resident_heap(size_t bytes);
 
+// For commands that stream batch-sized blocks for as long as they run (index build and merge,
+// dedup, query --serve): glibc raises its mmap threshold to the size of the first large block
+// freed, after which such blocks come from the heap and fragment it, so anonymous memory grew
+// with the number of batches (with the rows merged, the items scanned). A fixed threshold
+// (glibc's initial one) keeps them mapped and returns them when freed. Process-wide; does
+// nothing outside glibc.
+void keep_large_blocks_mapped();
+
 }  // namespace invp

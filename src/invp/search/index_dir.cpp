@@ -135,7 +135,15 @@ TuningSample tune_into(IndexInfo& info, index::AnnIndex& ann, const store::Embed
   const int k = int(std::min<int64_t>(opts.k, n));
   auto q = gather_rows(reader, sample_rows(n, std::min(opts.tune_queries, n), opts.seed + 1));
   auto truth = exact_truth(reader, q, k);
-  auto tuned = index::tune(ann, q, truth, k, opts.target_recall);
+  index::TuneResult tuned;
+  if (opts.rerank > k) {
+    // finish_tuning() tunes through the re-rank once the directory is committed; until then the
+    // recipe's own setting stands (a sweep of the codes alone would be thrown away).
+    tuned.params = ann.search_params();
+    tuned.recall = index::recall_at_k(ann.search(q, k).indices, truth);
+  } else {
+    tuned = index::tune(ann, q, truth, k, opts.target_recall);
+  }
   info.search_params = tuned.params;
   info.tuned_k = k;
   info.target_recall = opts.target_recall;

@@ -26,7 +26,8 @@ std::vector<int64_t> sample_rows(int64_t n, int64_t m, uint64_t seed);
 torch::Tensor gather_rows(const store::EmbeddingReader& r, const std::vector<int64_t>& rows);
 torch::Tensor exact_truth(const store::EmbeddingReader& r, const torch::Tensor& queries, int k);
 // Tunes ann's search parameters to opts.target_recall (recall@k against exact search of a
-// held-out sample of reader's rows) and records them and the measured figures in info; returns
+// held-out sample of reader's rows) and records them and the measured figures in info (with
+// opts.rerank on, only measures the recipe's setting: finish_tuning() tunes); returns
 // the sample, its exact neighbours and k, for further measurements on the same queries.
 struct TuningSample {
   torch::Tensor queries, truth;

@@ -297,8 +297,16 @@ void finish_tuning(const std::string& dir, IndexInfo& info, const TuningSample& 
     IndexHandle h(dir);
     if (h.meta().has_embeddings()) {
       auto& ann = h.ann();
-      auto tuned = index::tune(ann, s.queries, s.truth, s.k, opts.target_recall,
-                               [&h](const torch::Tensor& q, int k) { return h.search_ids(q, k).indices; });
+      // A few queries at a time: each re-ranks rerank × dim floats read from disk, so the working
+      // set stays that of a handful of queries whatever --tune-queries is.
+      constexpr int64_t kChunk = 32;
+      auto search = [&h](const torch::Tensor& q, int k) {
+        std::vector<torch::Tensor> ids;
+        for (int64_t b = 0; b < q.size(0); b += kChunk)
+          ids.push_back(h.search_ids(q.slice(0, b, std::min(b + kChunk, q.size(0))).contiguous(), k).indices);
+        return torch::cat(ids);
+      };
+      auto tuned = index::tune(ann, s.queries, s.truth, s.k, opts.target_recall, search);
       info.search_params = tuned.params;
       info.rerank_recall = tuned.recall;
       info.queries_per_second = tuned.queries_per_second;

@@ -11,6 +11,9 @@ namespace invp::store::detail {
 namespace {
 
 constexpr uint64_t kMinCollection = 4096;  // HDF5 never writes smaller collections (H5HG_MINSIZE)
+// Parsed collections kept for the rows that follow (neighbouring rows share one). A bound, since
+// a pass over every row of a large file (index merge) would otherwise keep one entry per string.
+constexpr size_t kKeptCollections = 256;
 constexpr const char* kFix = "the file is damaged; embed again";
 
 uint64_t align8(uint64_t n) { return (n + 7) & ~uint64_t(7); }
@@ -84,6 +87,8 @@ const std::map<uint32_t, uint64_t>& VlenGuard::collection(uint64_t addr, const s
     if (idx > 0 && !objects.emplace(idx, osize).second) throw bad("duplicate object index");
     p += need;
   }
+  ++parsed_;
+  if (collections_.size() >= kKeptCollections) collections_.clear();
   return collections_.emplace(addr, std::move(objects)).first->second;
 }
 

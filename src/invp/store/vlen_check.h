@@ -27,9 +27,13 @@ class VlenGuard {
   uint64_t file_size() const { return file_size_; }
   // Bytes one vlen element takes in the file (length, heap address, object index).
   size_t vlen_disk_size() const { return 4 + sizeof_addr_ + 4; }
+  // Collections parsed so far, and those kept for later rows (bounded).
+  uint64_t parsed_collections() const { return parsed_; }
+  size_t kept_collections() const { return collections_.size(); }
 
  private:
-  // Object sizes by index (absent objects missing) of the collection at a file address.
+  // Object sizes by index (absent objects missing) of the collection at a file address; the
+  // reference is valid until the next call.
   const std::map<uint32_t, uint64_t>& collection(uint64_t addr, const std::string& name);
   bool read_at(uint64_t offset, void* buf, size_t n) const;
   uint64_t decode(const unsigned char* p, size_t bytes) const;
@@ -39,6 +43,7 @@ class VlenGuard {
   uint64_t file_size_ = 0, base_ = 0;
   size_t sizeof_addr_ = 8, sizeof_size_ = 8;
   std::map<uint64_t, std::map<uint32_t, uint64_t>> collections_;
+  uint64_t parsed_ = 0;
 };
 
 }  // namespace invp::store::detail
