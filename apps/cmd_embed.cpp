@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <invp/core/cpu_features.h>
+#include <invp/core/memory.h>
 #include <invp/core/error.h>
 #include <invp/core/launch.h>
 #include <invp/core/log.h>
@@ -42,7 +43,7 @@ std::pair<int, int> parse_shard(std::string& text) {
 
 void add_embed(CLI::App& app) {
   struct Args {
-    std::string model, data, out, device = "cpu", precision = "fp32", shard, features = "head";
+    std::string model, data, out, device = "cpu", precision = "fp32", shard, features = "auto";
     int nproc = 1;
     search::EmbedOptions opt;
   };
@@ -64,11 +65,12 @@ void add_embed(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   c->add_option("--features", a->features,
-                "head: the model's output, what training compares (the default); backbone: the pooled "
-                "features before the projection head, wider, what self-supervised work usually evaluates "
-                "downstream. Recorded in the file; an index built from it embeds image queries the same way")
+                "head: the model's output, what training compares; backbone: the pooled features before "
+                "the projection head, wider, what self-supervised work usually evaluates downstream; auto: "
+                "what the model's training chose (train --embed-features; model.json \"embed\"). Recorded in "
+                "the file; an index built from it embeds image queries the same way")
       ->capture_default_str()
-      ->check(CLI::IsMember({"head", "backbone"}));
+      ->check(CLI::IsMember({"auto", "head", "backbone"}));
   c->add_option("--batch-size", a->opt.batch_size, "Images per forward pass")->capture_default_str();
   c->add_option("--workers", a->opt.workers, "Decode threads (count against --threads)")->capture_default_str();
   c->add_option("--chunk-rows", a->opt.chunk_rows, "Rows per resumable chunk")->capture_default_str();
@@ -142,6 +144,7 @@ void print_info(const std::string& dir, const search::IndexInfo& i) {
 void add_index(CLI::App& app) {
   auto* idx = app.add_subcommand("index", "Build, extend and describe FAISS indexes of embeddings");
   idx->require_subcommand(1);
+  idx->preparse_callback([](size_t) { keep_large_blocks_mapped(); });  // they stream blocks of rows
 
   auto b = std::make_shared<search::BuildOptions>();
   auto bin = std::make_shared<std::vector<std::string>>();

@@ -29,7 +29,7 @@ double one_nn(const search::Features& train, const search::Features& test) {
 }
 
 struct KnnArgs {
-  std::string model, train, test, device = "cpu", features = "head", precision = "fp32", baseline;
+  std::string model, train, test, device = "cpu", features = "auto", precision = "fp32", baseline;
   bool raw = false;
   int k = eval::kKnnMonitorK;
   double sigma = eval::kKnnMonitorSigma;
@@ -38,20 +38,21 @@ struct KnnArgs {
 // Weighted kNN and cosine 1-NN of the model's features, or of raw pixels, as one JSON object.
 nlohmann::json knn_scores(const KnnArgs& a, bool raw) {
   search::Features tr, te;
-  std::string precision = "fp32";  // as resolved
+  std::string precision = "fp32", features = "head";  // as resolved
   if (raw) {
     tr = search::raw_pixel_features(data::open_dataset(a.train));
     te = search::raw_pixel_features(data::open_dataset(a.test, {0, false}));
   } else {
     search::Embedder e(a.model, a.device, search::Embedder::output_of(a.features), a.precision);
     precision = e.precision();
+    features = e.features();
     tr = search::embed_dataset_in_memory(e, data::open_dataset(a.train, {e.channels(), false}));
     te = search::embed_dataset_in_memory(e, data::open_dataset(a.test, {e.channels(), false}));
   }
   if (tr.labels.max().item<int64_t>() < 0) throw Error(a.train, "has no labels");
   if (te.labels.max().item<int64_t>() < 0) throw Error(a.test, "has no labels");
   auto acc = eval::weighted_knn(tr.features, tr.labels, te.features, te.labels, a.k, a.sigma);
-  std::string what = raw ? "raw pixels" : a.features == "head" ? a.model : a.model + " (backbone)";
+  std::string what = raw ? "raw pixels" : features == "head" ? a.model : a.model + " (backbone)";
   if (precision != "fp32") what += " [" + precision + "]";
   return {{"features", what}, {"train", a.train}, {"test", a.test}, {"k", a.k}, {"sigma", a.sigma},
           {"top1", acc.top1}, {"top5", acc.top5}, {"nn1_cosine", one_nn(tr, te)}, {"evaluated", acc.evaluated},
@@ -80,10 +81,10 @@ void add_knn(CLI::App* ev) {
   c->add_option("--sigma", a->sigma, "Vote temperature")->capture_default_str();
   c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   c->add_option("--features", a->features,
-                "head (the D-dim embedding that training, the bank and indexes use) or backbone "
-                "(the pooled features before the projection head)")
+                "head (the D-dim embedding that training, the bank and indexes use), backbone "
+                "(the pooled features before the projection head) or auto (what invp embed writes for this model)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"head", "backbone"}));
+      ->check(CLI::IsMember({"auto", "head", "backbone"}));
   c->add_option("--precision", a->precision,
                 "fp32 (the reference figure), bf16 (cpu: the backbone in bfloat16, faster "
                 "with AMX) or auto (bf16 where the CPU has AMX); see invp embed --help")
@@ -264,7 +265,7 @@ void print_copy_check(const search::CopyCheckReport& r, const std::string& model
 
 void add_copies(CLI::App* ev) {
   struct Args {
-    std::string model, data, device = "cpu", features = "head", precision = "fp32";
+    std::string model, data, device = "cpu", features = "auto", precision = "fp32";
     std::vector<std::string> distortions;
     search::CopyCheckOptions opts;
   };
@@ -291,9 +292,9 @@ void add_copies(CLI::App* ev) {
                 "Comma-separated subset of crop,scale,jpeg,colour,flip,mixed (default: all)")
       ->delimiter(',')
       ->check(CLI::IsMember({"crop", "scale", "jpeg", "colour", "flip", "mixed"}));
-  c->add_option("--features", a->features, "head or backbone, as for invp embed")
+  c->add_option("--features", a->features, "auto, head or backbone, as for invp embed")
       ->capture_default_str()
-      ->check(CLI::IsMember({"head", "backbone"}));
+      ->check(CLI::IsMember({"auto", "head", "backbone"}));
   c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   c->add_option("--precision", a->precision, "fp32, bf16 or auto, as for invp embed")
       ->capture_default_str()
@@ -315,7 +316,7 @@ void add_copies(CLI::App* ev) {
         rows.push_back({{"distortion", row.distortion},
                         {"model", {{"recall_at_1", row.model_at_1}, {"recall_at_k", row.model_at_k}}},
                         {"raw_pixels", {{"recall_at_1", row.raw_at_1}, {"recall_at_k", row.raw_at_k}}}});
-      std::cout << nlohmann::json{{"model", a->model}, {"features", a->features}, {"data", a->data},
+      std::cout << nlohmann::json{{"model", a->model}, {"features", e.features()}, {"data", a->data},
                                   {"collection", r.collection}, {"queries", r.queries}, {"k", r.k},
                                   {"seed", a->opts.seed}, {"skipped_bad", r.skipped_bad}, {"rows", rows}}.dump()
                 << "\n";

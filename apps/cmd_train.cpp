@@ -94,6 +94,12 @@ void add_train_options(CLI::App* t, train::TrainConfig& c) {
   t->add_flag("--keep-last-batch", c.keep_last_batch,
               "Train on each epoch's last, partial batch too, as the reference does (default: dropped, so "
               "every step has the same shape and N mod batch bank rows wait an epoch); one rank only");
+  t->add_option("--embed-features", c.embed_features,
+                "What invp embed writes for the trained model when not told (model.json \"embed\"): head (the "
+                "projection head's output, what training compares) or backbone (the pooled features before "
+                "it); eval copies on your own data shows which finds your images better")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"head", "backbone"}));
   t->add_option("--epochs", c.epochs, "Total epochs (raising it on resume needs no --force)")->capture_default_str();
   t->add_option("--knn-every", c.knn_every, "Run the kNN monitor every n epochs")->capture_default_str();
   t->add_option("--workers", c.workers, "Loader worker threads")->capture_default_str();

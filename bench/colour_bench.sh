@@ -7,8 +7,8 @@
 #     distortion, recall@1 for each distortion and their mean, model (head and backbone) and raw
 #     pixels (the model's input pooled to at most 32 px, centred, cosine);
 #   - category retrieval: precision@1 of the folder's own items (flat index, each leaving
-#     itself out), for the embedding `invp embed` writes by default (head), and for raw pixels
-#     (`eval retrieval --baseline raw-pixels`).
+#     itself out), for head and backbone features (the folder preset embeds the backbone's by
+#     default), and for raw pixels (`eval retrieval --baseline raw-pixels`).
 # Usage: bench/colour_bench.sh [INVP=build/invp] [DATA=/usr/share/tuxpaint/stamps] [WORK=/tmp/invp-colour] [RECIPES...]
 # A RECIPE is NAME=FLAGS, e.g. "32px=--input-size 32"; without any, the list below. WORK keeps
 # each recipe's run, so a rerun only evaluates.
@@ -49,13 +49,17 @@ for spec in "${RECIPES[@]}"; do
     python3 -c "print(round($(date +%s.%N) - $start, 1))" > "$run.seconds"
   fi
   secs=$(cat "$run.seconds" 2>/dev/null || echo "?")
-  [[ -f $run/emb.h5 ]] || "$INVP" -q embed -m "$run/model.pt" -d "$DATA" --out "$run/emb.h5" > /dev/null
-  [[ -f $run/idx/index.json ]] || "$INVP" -q index build -e "$run/emb.h5" -o "$run/idx" --recipe flat > /dev/null
-  read -r p1 raw_p1 < <("$INVP" -q --json eval retrieval --index "$run/idx" -k 10 --baseline raw-pixels |
+  for f in head backbone; do
+    [[ -f $run/emb-$f.h5 ]] || "$INVP" -q embed -m "$run/model.pt" -d "$DATA" --features $f --out "$run/emb-$f.h5" > /dev/null
+    [[ -f $run/idx-$f/index.json ]] || "$INVP" -q index build -e "$run/emb-$f.h5" -o "$run/idx-$f" --recipe flat > /dev/null
+  done
+  read -r p1 raw_p1 < <("$INVP" -q --json eval retrieval --index "$run/idx-head" -k 10 --baseline raw-pixels |
     python3 -c 'import json,sys; j = json.load(sys.stdin); print("%.3f %.3f" % (j["precision_at_1"], j["baseline"]["precision_at_1"]))')
+  bb_p1=$("$INVP" -q --json eval retrieval --index "$run/idx-backbone" -k 10 |
+    python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["precision_at_1"])')
   mapfile -t head < <(copies "$run/model.pt" head)
   mapfile -t back < <(copies "$run/model.pt" backbone)
   echo "| $name | $secs | head | ${head[0]} | $p1 |"
-  echo "| $name | | backbone | ${back[0]} | |"
+  echo "| $name | | backbone | ${back[0]} | $bb_p1 |"
   echo "| $name | | raw pixels (its input) | ${head[1]} | $raw_p1 |"
 done

@@ -93,6 +93,12 @@ check "missing data refusal leaves no run directory" test ! -e "$work/nodata"
 check "embed exits 0" test $rc -eq 0
 check "embed json rows" grep -q '"rows":48' "$work/embed.json"
 check "embed json precision (fp32 by default)" grep -q '"precision":"fp32"' "$work/embed.json"
+check "embed writes the head by default" grep -q '"features":"head"' "$work/embed.json"
+"$INVP" -q --threads 1 train --data "$work/shapes" --out "$work/runbb" --epochs 1 --width 4 --dim 16 --batch-size 8 \
+  --background 16 --input-size 8 --warmup 1 --hard-positives 4 --knn-every 0 --embed-features backbone > /dev/null 2>&1
+"$INVP" -q --json embed --model "$work/runbb/model.pt" --data "$work/shapes" --out "$work/bb.h5" > "$work/bb.json"; rc=$?
+check "train --embed-features backbone: model.json says so, embed follows" \
+  sh -c "test $rc -eq 0 && grep -q '\"features\": \"backbone\"' '$work/runbb/model.json' && grep -q '\"features\":\"backbone\"' '$work/bb.json'"
 "$INVP" -q embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/p.h5" --precision fp16 > /dev/null 2>&1; rc=$?
 check "embed --precision fp16 is a usage error" test $rc -eq 2
 "$INVP" -q --json embed --model "$work/run/model.pt" --data "$work/shapes" --out "$work/p.h5" --precision auto > "$work/auto.json"; rc=$?

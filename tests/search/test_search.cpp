@@ -13,6 +13,7 @@
 #include <invp/store/embedding_store.h>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -80,6 +81,38 @@ TEST(Embed, BackboneOutputIsTheNormalisedPooledFeatures) {
   auto expect = torch::nn::functional::normalize(net->features(x), torch::nn::functional::NormalizeFuncOptions().dim(1));
   EXPECT_TRUE(torch::allclose(f, expect, 1e-5, 1e-6));
   EXPECT_EQ(head.embed(x).size(1), 16);
+}
+
+// model.json's "embed" (train --embed-features) sets what an Embedder makes when not told; an
+// explicit choice still wins, and a bad value is refused naming the file.
+TEST(Embed, ModelJsonChoosesTheDefaultFeatures) {
+  auto dir = temp_dir("embed_default");
+  auto model = write_model(dir, 16, 1);
+  EXPECT_EQ(search::Embedder(model).features(), "head");
+  const auto json_path = model::json_path_for(model);
+  std::ifstream in(json_path);
+  auto info = model::info_from_json(std::string(std::istreambuf_iterator<char>(in), {}), json_path);
+  EXPECT_EQ(info.features, "head");
+  info.features = "backbone";
+  {
+    std::ofstream(json_path) << model::info_to_json(info);
+  }
+  search::Embedder as_trained(model), head(model, "cpu", search::Embedder::Output::head);
+  EXPECT_EQ(as_trained.features(), "backbone");
+  EXPECT_EQ(as_trained.dim(), info.encoder.feature_width());
+  EXPECT_EQ(head.features(), "head");
+  EXPECT_EQ(search::Embedder(model, "cpu", search::Embedder::output_of("auto")).features(), "backbone");
+  info.features = "tail";
+  {
+    std::ofstream(json_path) << model::info_to_json(info);
+  }
+  try {
+    search::Embedder bad(model);
+    FAIL() << "a bad embed.features was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(json_path), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("embed.features"), std::string::npos) << e.what();
+  }
 }
 
 // --features backbone end to end: the file and the index record it, and an image query against
@@ -440,6 +473,9 @@ TEST(Formats, DocumentedExamplesParse) {
   auto block_after = [](const std::string& heading) { return invp::test::formats_example(heading); };
   auto model = model::info_from_json(block_after("## model.json"), "FORMATS.md");
   EXPECT_EQ(model.encoder.depth, 18);
+  EXPECT_EQ(model.features, "head");
+  EXPECT_EQ(nlohmann::json::parse(model::info_to_json(model)), nlohmann::json::parse(block_after("## model.json")))
+      << "the example lacks a key invp writes, or has one it does not";
   auto idx = search::IndexInfo::from_json(block_after("## index.json"), "FORMATS.md");
   EXPECT_EQ(idx.size, 60000);
   EXPECT_EQ(idx.files.size(), 2u);

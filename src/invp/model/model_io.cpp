@@ -30,6 +30,7 @@ std::string info_to_json(const ModelInfo& info) {
          {"dim", e.dim},
          {"config_hash", info.config_hash}};
   if (!info.augment.empty()) j["augment"] = json::parse(info.augment);
+  j["embed"] = {{"features", info.features}};
   return j.dump(2) + "\n";
 }
 
@@ -54,6 +55,7 @@ ModelInfo info_from_json(const std::string& text, const std::string& file) {
     info.std = j.at("std").get<std::vector<float>>();
     info.config_hash = j.value("config_hash", "");
     if (j.contains("augment")) info.augment = j.at("augment").dump();
+    if (j.contains("embed")) info.features = j.at("embed").value("features", "head");
   } catch (const json::exception& e) {
     throw Error(file, std::string("invalid model.json: ") + e.what());
   }
@@ -62,6 +64,8 @@ ModelInfo info_from_json(const std::string& text, const std::string& file) {
   } catch (const Error& e) {
     throw Error(file, e.what());
   }
+  if (info.features != "head" && info.features != "backbone")
+    throw Error(file, "embed.features must be head or backbone, not '" + info.features + "'");
   if (info.input_size < 1 || info.input_size > 4096 || info.resize < info.input_size)
     throw Error(file, "invalid input size in model.json");
   if (info.mean.size() != size_t(info.encoder.in_channels) ||

@@ -19,6 +19,8 @@ struct ModelInfo {
   // model.json's "augment": the training augmentation's recipe name and strengths, as JSON
   // object text (train::TrainConfig::augment_json); empty for models written before it.
   std::string augment;
+  // model.json's "embed": what `invp embed` writes when not told (head or backbone features).
+  std::string features = "head";
 };
 
 std::string json_path_for(const std::string& model_pt);  // "x/model.pt" -> "x/model.json"

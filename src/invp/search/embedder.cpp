@@ -30,7 +30,8 @@ data::LoaderOptions eval_loader(const data::AugmentConfig& transform, int batch_
 Embedder::Output Embedder::output_of(const std::string& features) {
   if (features == "head") return Output::head;
   if (features == "backbone") return Output::backbone;
-  throw Error("", "features must be head or backbone, not '" + features + "'");
+  if (features == "auto") return Output::as_trained;
+  throw Error("", "features must be auto, head or backbone, not '" + features + "'");
 }
 
 Embedder::Embedder(const std::string& model_pt, const std::string& device, Output output,
@@ -49,6 +50,7 @@ Embedder::Embedder(const std::string& model_pt, const std::string& device, Outpu
   precision_ = device_.is_cuda() ? "fp32" : model::resolve_cpu_precision(precision, /*auto_bf16_pays=*/true);
   net_ = model::load_model(model_pt, &info_);
   hash_ = hash_file(model_pt);
+  if (output_ == Output::as_trained) output_ = info_.features == "backbone" ? Output::backbone : Output::head;
   net_->to(device_);
   net_->eval();
   if (device_.is_cpu()) model::to_channels_last(*net_);  // model::forward's CPU layout

@@ -21,21 +21,23 @@ namespace invp::search {
 class Embedder {
  public:
   // What embed() returns: the head's D-dim output (what training, the bank and the indexes
-  // use), or the pooled F-dim backbone features before the head (an evaluation protocol).
-  enum class Output { head, backbone };
+  // use), or the pooled F-dim backbone features before the head (an evaluation protocol);
+  // as_trained: whichever model.json's "embed" names (head unless training chose backbone).
+  enum class Output { head, backbone, as_trained };
   // Loads MODEL_PT (and model.json beside it) onto DEVICE ("cpu" or "cuda"). PRECISION:
   // "fp32", "bf16" (CPU only: the backbone in bfloat16, faster with AMX; rows close to fp32's
   // but not equal, so a few near-tied neighbours swap; BENCHMARKS.md, "bf16 and channels-last
   // embedding") or "auto" (bf16 on a CPU with AMX, else fp32). Throws invp::Error for
   // bf16 on a GPU or on a CPU without bf16 instructions.
   explicit Embedder(const std::string& model_pt, const std::string& device = "cpu",
-                    Output output = Output::head, const std::string& precision = "fp32");
+                    Output output = Output::as_trained, const std::string& precision = "fp32");
   const model::ModelInfo& info() const { return info_; }
   const std::string& model_path() const { return path_; }
   const std::string& model_hash() const { return hash_; }  // XXH3-128 of model.pt's bytes
   const std::string& precision() const { return precision_; }  // resolved: "fp32" or "bf16"
   std::string features() const { return output_ == Output::head ? "head" : "backbone"; }
-  // "head" or "backbone" (what StoreMeta::features records); anything else throws invp::Error.
+  // "head", "backbone" (what StoreMeta::features records) or "auto" (as_trained); anything else
+  // throws invp::Error.
   static Output output_of(const std::string& features);
   int channels() const { return info_.encoder.in_channels; }
   int dim() const { return output_ == Output::head ? info_.encoder.dim : info_.encoder.feature_width(); }

@@ -18,7 +18,7 @@ using nlohmann::json;
   X(denominator) X(propagation) X(graph) X(loss) X(lr) X(momentum) X(weight_decay)            \
   X(schedule) X(batch_size) X(seed)
 #define INVP_TRAIN_RUN(X) X(test_data) X(epochs) X(knn_every) X(workers) X(device) X(precision) X(profile) X(cuda_graph) \
-  X(sync_bn) X(dist_timeout) X(grad_overlap) X(world_size)
+  X(sync_bn) X(dist_timeout) X(grad_overlap) X(world_size) X(embed_features)
 
 // Keys added after configs were first hashed: they join the hash only when they differ from
 // their default, so checkpoints written before they existed still resume.
@@ -77,6 +77,7 @@ void TrainConfig::validate() const {
   if (lr_curve != 1 && lr_curve != 2) throw Error("", "lr_curve must be 1 or 2");
   one_of("device", device, {"cpu", "cuda"});
   one_of("precision", precision, {"auto", "tf32", "fp32", "bf16"});
+  one_of("embed-features", embed_features, {"head", "backbone"});
   if (precision == "bf16" && device == "cuda")
     throw Error("", "--precision bf16 is for --device cpu in this version (not yet measured on a GPU)",
                 "use --precision tf32 (the cuda default)");

@@ -122,6 +122,8 @@ struct TrainConfig {
   // full (grad_buckets.h), instead of all of them after backward. The sums are the same either way.
   bool grad_overlap = true;
   int world_size = 1;
+  // What `invp embed` writes for this model when not told (model.json "embed"): head | backbone.
+  std::string embed_features = "head";
 
   void validate() const;                 // throws invp::Error naming the bad key
   TrainModes modes() const;              // validate() and the modes as enums

@@ -180,6 +180,7 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool force, std::shared_p
   // 224 under imagenet), then centre-crop size.
   s.info.resize = int(std::lround(cfg.input_size / aug.resize_ratio));
   s.info.augment = cfg.augment_json(s.ds->channels());
+  s.info.features = cfg.embed_features;
   s.info.mean = aug.mean;
   s.info.std = aug.std;
   s.device = torch::Device(s.modes.cuda ? torch::kCUDA : torch::kCPU, s.modes.cuda && dist ? dist_local_device() : -1);
