@@ -4,12 +4,15 @@
 
 #include <invp/core/error.h>
 #include <invp/search/index_dir.h>
+#include <invp/search/index_dir_detail.h>
 #include <invp/search/index_set.h>
 #include <invp/store/embedding_store.h>
 
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <random>
+#include <tuple>
 
 namespace {
 using namespace invp;
@@ -97,6 +100,23 @@ std::vector<int64_t> brute_force(const torch::Tensor& base, const std::vector<in
   std::vector<int64_t> v;
   for (int64_t j = 0; j < k; ++j) v.push_back(ids[size_t(top[j].item<int64_t>())]);
   return v;
+}
+
+// The tuning and training samples of a big collection: the same rows as a shuffle of all n row
+// numbers would give (the oracle below), without holding the n of them.
+TEST(SampleRows, EqualsThePrefixOfAFullShuffle) {
+  for (auto [n, m, seed] : {std::tuple<int64_t, int64_t, uint64_t>{10, 3, 1}, {1000, 500, 7}, {100000, 37, 3},
+                            {5, 5, 2}, {5, 9, 2}, {1, 1, 0}}) {
+    std::vector<int64_t> all(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) all[size_t(i)] = i;
+    if (m < n) {
+      std::mt19937_64 rng(seed ^ 0x5eedULL);
+      for (int64_t i = 0; i < m; ++i) std::swap(all[size_t(i)], all[size_t(i + int64_t(rng() % uint64_t(n - i)))]);
+      all.resize(size_t(m));
+      std::sort(all.begin(), all.end());
+    }
+    EXPECT_EQ(search::detail::sample_rows(n, m, seed), all) << n << " " << m;
+  }
 }
 
 TEST(BigIndex, SlicesMergedEqualOneBuildOfTheTrainedIndex) {

@@ -23,6 +23,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 
 #include <unistd.h>
 
@@ -82,19 +83,30 @@ void commit(const std::string& dir, IndexInfo& info) {
   remove_leftovers(dir, info);
 }
 
-// Sorted random sample of m distinct row numbers in [0, n).
+// Sorted random sample of m distinct row numbers in [0, n): the first m steps of a Fisher-Yates
+// shuffle of 0..n-1, with only the displaced entries stored (memory O(m), not O(n)).
 std::vector<int64_t> sample_rows(int64_t n, int64_t m, uint64_t seed) {
-  std::vector<int64_t> all(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) all[size_t(i)] = i;
-  if (m >= n) return all;
-  std::mt19937_64 rng(seed ^ 0x5eedULL);
-  for (int64_t i = 0; i < m; ++i) {
-    int64_t j = i + int64_t(rng() % uint64_t(n - i));
-    std::swap(all[size_t(i)], all[size_t(j)]);
+  std::vector<int64_t> out;
+  if (m >= n) {
+    out.resize(size_t(std::max<int64_t>(n, 0)));
+    for (int64_t i = 0; i < n; ++i) out[size_t(i)] = i;
+    return out;
   }
-  all.resize(size_t(m));
-  std::sort(all.begin(), all.end());
-  return all;
+  std::unordered_map<int64_t, int64_t> moved;  // position -> value, where it is not the position
+  auto at = [&](int64_t p) {
+    auto it = moved.find(p);
+    return it == moved.end() ? p : it->second;
+  };
+  std::mt19937_64 rng(seed ^ 0x5eedULL);
+  out.reserve(size_t(m));
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t j = i + int64_t(rng() % uint64_t(n - i));
+    const int64_t vi = at(i), vj = at(j);
+    out.push_back(vj);
+    moved[j] = vi;  // position i is never read again
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 // Embeddings of the given sorted rows, read block by block.
