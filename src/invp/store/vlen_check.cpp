@@ -13,7 +13,7 @@ namespace {
 constexpr uint64_t kMinCollection = 4096;  // HDF5 never writes smaller collections (H5HG_MINSIZE)
 // Parsed collections kept for the rows that follow (neighbouring rows share one). A bound, since
 // a pass over every row of a large file (index merge) would otherwise keep one entry per string.
-constexpr size_t kKeptCollections = 256;
+constexpr size_t kKeptCollections = 32;
 constexpr const char* kFix = "the file is damaged; embed again";
 
 uint64_t align8(uint64_t n) { return (n + 7) & ~uint64_t(7); }
