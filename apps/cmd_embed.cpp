@@ -2,10 +2,10 @@
 #include "common.h"
 
 #include <invp/core/cpu_features.h>
-#include <invp/core/memory.h>
 #include <invp/core/error.h>
 #include <invp/core/launch.h>
 #include <invp/core/log.h>
+#include <invp/core/memory.h>
 #include <invp/data/dataset.h>
 #include <invp/search/embedder.h>
 #include <invp/search/index_dir.h>

@@ -148,7 +148,7 @@ TuningSample tune_into(IndexInfo& info, index::AnnIndex& ann, const store::Embed
   auto q = gather_rows(reader, sample_rows(n, std::min(opts.tune_queries, n), opts.seed + 1));
   auto truth = exact_truth(reader, q, k);
   index::TuneResult tuned;
-  if (opts.rerank > k) {
+  if (opts.rerank > k && reader.has_embeddings()) {
     // finish_tuning() tunes through the re-rank once the directory is committed; until then the
     // recipe's own setting stands (a sweep of the codes alone would be thrown away).
     tuned.params = ann.search_params();
