@@ -119,6 +119,23 @@ TEST(SampleRows, EqualsThePrefixOfAFullShuffle) {
   }
 }
 
+// The samples' vectors: blocks holding many wanted rows are read whole, the others row run by
+// row run; both must give the rows asked for (the oracle: the whole file indexed).
+TEST(SampleRows, GatheredRowsEqualTheWholeFileIndexed) {
+  const auto dir = temp_dir("gather");
+  const int64_t n = 2 * search::detail::kBlockRows + 500;
+  auto all = clustered(n, 0, 5);
+  store::EmbeddingReader r(write_part(dir, "rows.h5", all));
+  std::vector<int64_t> rows;
+  for (int64_t i = 10; i < 10 + search::detail::kSparseRows + 1; ++i) rows.push_back(i);  // block 0: read whole
+  for (int64_t i : {int64_t(70000), int64_t(70001), int64_t(90000), int64_t(131071)}) rows.push_back(i);  // block 1: runs
+  rows.push_back(n - 1);  // the short last block
+  auto got = search::detail::gather_rows(r, rows);
+  auto want = all.embeddings.index_select(0, torch::tensor(rows, torch::kLong));
+  EXPECT_TRUE(torch::equal(got, want));
+  EXPECT_EQ(search::detail::gather_rows(r, {}).size(0), 0);
+}
+
 TEST(BigIndex, SlicesMergedEqualOneBuildOfTheTrainedIndex) {
   auto s = make_slices("merge");
   const auto merged = (s.dir / "merged").string();

@@ -109,15 +109,21 @@ std::vector<int64_t> sample_rows(int64_t n, int64_t m, uint64_t seed) {
   return out;
 }
 
-// Embeddings of the given sorted rows, read block by block.
+// Embeddings of the given sorted rows. A block holding many of them is read whole; a few are
+// read run by run, so a tuning sample of a large file reads its rows, not the whole file.
 torch::Tensor gather_rows(const store::EmbeddingReader& r, const std::vector<int64_t>& rows) {
   auto out = torch::empty({int64_t(rows.size()), r.dim()}, torch::kFloat32);
-  size_t k = 0;
-  for (int64_t start = 0; start < r.size() && k < rows.size(); start += kBlockRows) {
-    const int64_t count = std::min(kBlockRows, r.size() - start);
-    if (rows[k] >= start + count) continue;
-    auto block = r.read(start, count).embeddings;
-    while (k < rows.size() && rows[k] < start + count) out[int64_t(k)].copy_(block[rows[k] - start]), ++k;
+  for (size_t k = 0; k < rows.size();) {
+    const int64_t start = rows[k] / kBlockRows * kBlockRows, end = std::min(start + kBlockRows, r.size());
+    size_t e = k;
+    while (e < rows.size() && rows[e] < end) ++e;
+    if (e - k < size_t(kSparseRows)) {
+      out.narrow(0, int64_t(k), int64_t(e - k)).copy_(r.read_embeddings({rows.begin() + int64_t(k), rows.begin() + int64_t(e)}));
+    } else {
+      auto block = r.read(start, end - start).embeddings;
+      for (size_t i = k; i < e; ++i) out[int64_t(i)].copy_(block[rows[i] - start]);
+    }
+    k = e;
   }
   return out;
 }

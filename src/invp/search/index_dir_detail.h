@@ -10,6 +10,8 @@
 namespace invp::search::detail {
 
 constexpr int64_t kBlockRows = 65536;
+// gather_rows() reads a block's wanted rows one run at a time below this many, else the block.
+constexpr int64_t kSparseRows = 1024;
 
 std::string read_text(const std::string& path);
 std::string index_file(int gen);
@@ -23,6 +25,7 @@ void remove_leftovers(const std::string& dir, const IndexInfo& keep);
 // Writes index.json (atomically, last) and removes what it no longer names.
 void commit(const std::string& dir, IndexInfo& info);
 std::vector<int64_t> sample_rows(int64_t n, int64_t m, uint64_t seed);
+// Embeddings of the given rows (ascending, each < r.size()) as rows.size()×dim.
 torch::Tensor gather_rows(const store::EmbeddingReader& r, const std::vector<int64_t>& rows);
 torch::Tensor exact_truth(const store::EmbeddingReader& r, const torch::Tensor& queries, int k);
 // Tunes ann's search parameters to opts.target_recall (recall@k against exact search of a
