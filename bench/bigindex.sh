@@ -43,9 +43,11 @@ for p in sys.argv[1:]:
     fd = os.open(p, os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$@"; }
 mb() { du -sm "$1" | cut -f1; }
 
-# A WORK_DIR holding emb.sample.h5 from an earlier run (KEEP=1) is reused as it is.
+# A WORK_DIR holding emb.sample.h5 from an earlier run (KEEP=1) is reused as it is; with
+# SERVE_ONLY=1 its merged directories are too, and only the query --serve runs are measured.
 [[ -f "$WORK/emb.sample.h5" ]] || measure generate "$GEN" "$N" "$SLICE" 100000 "$WORK/emb"
 PARTS=("$WORK"/emb.part-*.h5)
+if [[ ${SERVE_ONLY:-0} != 1 ]]; then
 measure train "$BIN" index train -e "$WORK/emb.sample.h5" -r "$RECIPE" --size "$N" -o "$WORK/trained"
 SLICES=()
 for i in "${!PARTS[@]}"; do
@@ -54,6 +56,7 @@ for i in "${!PARTS[@]}"; do
 done
 measure "merge (in memory)" "$BIN" --json index merge "${SLICES[@]}" -o "$WORK/mem" --rerank "$RERANK"
 measure "merge --on-disk" "$BIN" --json index merge "${SLICES[@]}" -o "$WORK/disk" --on-disk --rerank "$RERANK"
+fi
 
 python3 -c "import random; random.seed(1); print('\n'.join('id:%d' % random.randrange($N) for _ in range(1000)))" > "$WORK/queries.txt"
 for d in mem disk; do
@@ -78,4 +81,4 @@ print(f"{sys.argv[1].split('/')[-2]}: {j['factory']} size={j['size']} disk={sys.
       f"lists={j['ivfdata'] or 'in .faiss'}")
 PY
 done
-echo "slices: $(du -smc "$WORK"/slice* | tail -1 | cut -f1) MiB, parts: $(du -smc "$WORK"/emb.part-* | tail -1 | cut -f1) MiB"
+[[ ${SERVE_ONLY:-0} == 1 ]] || echo "slices: $(du -smc "$WORK"/slice* | tail -1 | cut -f1) MiB, parts: $(du -smc "$WORK"/emb.part-* | tail -1 | cut -f1) MiB"

@@ -7,7 +7,10 @@
 #include <invp/store/embedding_store.h>
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
+
+#include <filesystem>
 
 #include "search_fixtures.h"
 
@@ -99,5 +102,48 @@ TEST(Shards, JoinRefusesOverlapsAndAnotherModel) {
   EXPECT_NE(error({(dir / "a0.h5").string(), (dir / "whole.h5").string()}).find("overlap"), std::string::npos);
   EXPECT_NE(error({(dir / "a0.h5").string(), (dir / "b1.h5").string()}).find("another model"), std::string::npos);
   EXPECT_FALSE(fs::exists(dir / "j.h5"));
+  fs::remove_all(dir);
+}
+
+// A join holds one part open at a time: 48 parts join under a limit of 16 more open files than
+// the test already has (merging many slices must not run out of descriptors, nor hold every
+// part's HDF5 caches at once).
+TEST(Shards, JoinHoldsOnePartOpenAtATime) {
+  auto dir = temp_dir("shards_many");
+  std::vector<std::string> parts;
+  constexpr int kParts = 48;
+  for (int i = kParts - 1; i >= 0; --i) {  // given last first: the join sorts by id
+    store::Rows r;
+    r.embeddings = torch::full({2, 4}, float(i));
+    r.ids = {2 * i, 2 * i + 1};
+    r.paths = {"a" + std::to_string(i), "b" + std::to_string(i)};
+    r.labels = {i, i};
+    store::StoreMeta m;
+    m.dim = 4;
+    m.model_hash = "m";
+    parts.push_back((dir / ("p" + std::to_string(i) + ".h5")).string());
+    store::write_store(parts.back(), m, r);
+  }
+  int64_t open_now = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++open_now;
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = rlim_t(open_now + 16);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::string error;
+  try {
+    store::join_parts(parts, (dir / "joined.h5").string());
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  setrlimit(RLIMIT_NOFILE, &old);
+  ASSERT_EQ(error, "");
+  auto j = store::EmbeddingReader((dir / "joined.h5").string()).read_all();
+  ASSERT_EQ(j.size(), 2 * kParts);
+  for (int64_t k = 0; k < j.size(); ++k) {
+    EXPECT_EQ(j.ids[size_t(k)], k);
+    EXPECT_EQ(j.embeddings[k][0].item<float>(), float(k / 2));
+  }
   fs::remove_all(dir);
 }

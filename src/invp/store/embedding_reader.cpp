@@ -7,7 +7,12 @@
 
 #include <ATen/ATen.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -250,7 +255,13 @@ EmbeddingReader::EmbeddingReader(const std::string& path) : impl_(new Impl) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw Error(path, "no such file", "check the path");
   if (fs::is_directory(path, ec)) throw Error(path, "is a directory, not an HDF5 file", kFix);
-  if (!std::ifstream(path, std::ios::binary)) throw Error(path, "cannot open for reading", "check its permissions");
+  if (const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+    ::close(fd);
+  } else {
+    const int e = errno;
+    throw Error(path, std::string("cannot open for reading: ") + std::strerror(e),
+                e == EMFILE || e == ENFILE ? "raise the open-file limit (ulimit -n)" : "check its permissions");
+  }
   if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path, "not an HDF5 file", kFix);
   detail::translate_h5(path, "cannot read HDF5 file", [&] { impl_->open(); }, kDamaged);
   guard.release();
