@@ -22,6 +22,8 @@
 #include <invp/data/montage.h>
 #include <invp/data/scan.h>
 
+#include "test_paths.h"
+
 namespace fs = std::filesystem;
 using namespace invp::data;
 using Bytes = std::vector<uint8_t>;
@@ -387,7 +389,7 @@ TEST(RealData, FashionMnist) {
 // another copy): every label and a spread of images equal the raw IDX bytes of the files.
 TEST(RealData, Mnist) {
   const char* env = std::getenv("INVP_MNIST");
-  const std::string dir = env ? env : INVP_SOURCE_DIR "/third_party/mnist";
+  const std::string dir = env ? env : std::string(invp_test::source_dir()) + "/third_party/mnist";
   if (!fs::exists(dir + "/t10k-images-idx3-ubyte"))
     GTEST_SKIP() << dir << " not fetched (bash scripts/get_mnist.sh)";
   const auto slurp = [](const std::string& path) {

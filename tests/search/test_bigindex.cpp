@@ -1,6 +1,7 @@
 // Train once, fill in slices, merge (in memory and on disk), add to an on-disk index, search
 // several directories as one: every result compared with a single in-memory index or brute force.
 #include "search_fixtures.h"
+#include "test_paths.h"
 
 #include <invp/core/error.h>
 #include <invp/search/index_dir.h>
@@ -296,14 +297,13 @@ TEST(BigIndex, MergeRefusesMismatchedSlicesInOneLine) {
   fs::remove_all(s.dir);
 }
 
-#ifdef INVP_CLI_PATH
 TEST(BigIndex, KilledMergeLeavesThePreviousIndex) {
   auto s = make_slices("kill");
   const auto out = (s.dir / "out").string();
   search::merge_slices({s.slices[0]}, out, merge_opts(true));
   auto q = s.all.embeddings.slice(0, 0, 50).contiguous();
   for (const char* after : {"0.05", "0.2", "0.4", "0.8"}) {
-    const std::string cmd = std::string("timeout -s KILL ") + after + " " + INVP_CLI_PATH + " index merge --on-disk " +
+    const std::string cmd = std::string("timeout -s KILL ") + after + " " + invp_test::cli_path() + " index merge --on-disk " +
                             s.slices[0] + " " + s.slices[1] + " " + s.slices[2] + " -o " + out + " >/dev/null 2>&1";
     (void)std::system(cmd.c_str());
     search::IndexHandle h(out);  // whichever generation index.json names, complete
@@ -313,6 +313,4 @@ TEST(BigIndex, KilledMergeLeavesThePreviousIndex) {
   }
   fs::remove_all(s.dir);
 }
-#endif
-
 }  // namespace

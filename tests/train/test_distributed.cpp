@@ -19,6 +19,7 @@
 #include <string>
 
 #include "synthetic_idx.h"
+#include "test_paths.h"
 
 namespace fs = std::filesystem;
 
@@ -36,7 +37,7 @@ struct CliRun {
   ~CliRun() { fs::remove_all(root); }
   // Runs `invp <args>` with stderr to a log; returns the exit code.
   int invp(const std::string& args, const std::string& log) const {
-    std::string cmd = std::string(INVP_CLI_PATH) + " " + args + " > " + (root / log).string() + " 2>&1";
+    std::string cmd = std::string(invp_test::cli_path()) + " " + args + " > " + (root / log).string() + " 2>&1";
     int st = std::system(cmd.c_str());
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   }
