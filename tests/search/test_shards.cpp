@@ -10,8 +10,6 @@
 #include <sys/resource.h>
 #include <torch/torch.h>
 
-#include <filesystem>
-
 #include "search_fixtures.h"
 
 using namespace invp;
@@ -125,7 +123,7 @@ TEST(Shards, JoinHoldsOnePartOpenAtATime) {
     store::write_store(parts.back(), m, r);
   }
   int64_t open_now = 0;
-  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++open_now;
+  for ([[maybe_unused]] auto& e : fs::directory_iterator("/proc/self/fd")) ++open_now;
   rlimit old{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
   rlimit low = old;
